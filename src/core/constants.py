@@ -1,0 +1,36 @@
+"""Names and fixed values shared across the project. No logic beyond picking the device."""
+
+from pathlib import Path
+
+import torch
+
+#: The device a single process trains on when none is given.
+DEVICE: torch.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+#: Class index -> name. The order is the label encoding written by `prepare`.
+CLASS_NAMES: tuple[str, ...] = ("Neutro", "Stop", "Long", "SuperLong")
+NUM_CLASSES: int = len(CLASS_NAMES)
+
+#: Default locations, relative to the directory the run starts in (the repository root).
+DATA_DIR = Path("data")
+DEFAULT_RAW_DIR = DATA_DIR / "raw" / "synthetic"
+DEFAULT_PROCESSED_DIR = DATA_DIR / "processed"
+DEFAULT_CHECKPOINT = DATA_DIR / "saimp_best.pth"
+DEFAULT_LOGS_DIR = Path("logs")
+
+#: Column names of the raw candle contract (DESIGN.md, "Data contract").
+RAW_REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+RAW_OPTIONAL_COLUMNS: tuple[str, ...] = ("taker_buy_volume", "symbol")
+
+#: Column names of the processed lake besides the feature columns.
+TIMESTAMP_COL = "timestamp"
+LABEL_COL = "label"
+HORIZON_END_COL = "horizon_end"
+SYMBOL_COL = "symbol"
+NON_FEATURE_COLUMNS: tuple[str, ...] = (TIMESTAMP_COL, LABEL_COL, HORIZON_END_COL, SYMBOL_COL)
+
+#: Key of the Parquet key-value metadata where `prepare` records feature names and settings.
+PARQUET_META_KEY = b"saimp"
+
+#: Name of the manifest `prepare` writes beside the processed files.
+MANIFEST_NAME = "manifest.json"
