@@ -1,0 +1,83 @@
+"""Who this process is in a `torchrun` job, and the few collectives the loop needs.
+
+A single process is rank 0 of a world of 1; every helper here is then a no-op, so the
+loop has one code path for one process and for many.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> World:
+        """Read the variables `torchrun` sets; absent ones mean a single process."""
+        try:
+            return cls(
+                rank=int(os.environ.get("RANK", 0)),
+                world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            )
+        except ValueError as err:
+            raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {err}") from None
+
+
+def device_for(world: World) -> torch.device:
+    """One device per local rank on CUDA; the CPU otherwise."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
+def init_process_group(world: World, device: torch.device, timeout_s: float = 600.0) -> None:
+    """Join the job's process group (NCCL on CUDA, gloo on CPU) from torchrun's environment."""
+    if not world.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend=backend,
+        rank=world.rank,
+        world_size=world.world_size,
+        timeout=dt.timedelta(seconds=timeout_s),
+    )
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum `t` over ranks in place (no-op for one process) and return it."""
+    if world.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: object, world: World) -> object:
+    """Rank 0's value of `obj` on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

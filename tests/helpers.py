@@ -1,0 +1,40 @@
+"""Small builders shared by the training-loop tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.modelling.model import SAIMP, SAIMPConfig
+
+WEIGHTS = torch.tensor([1.0, 10.0, 10.0, 20.0])
+T, F = 6, 5
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return SAIMP(
+        SAIMPConfig(n_features=F, seq_len=T, d_model=8, n_heads=2, n_layers=1, d_ff=16, dropout=0.0)
+    )
+
+
+def make_batches(
+    labels_per_batch: list[list[int]], seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(len(ys), T, F, generator=g), torch.tensor(ys, dtype=torch.int64))
+        for ys in labels_per_batch
+    ]
+
+
+def relative_difference(a: nn.Module, b: nn.Module) -> float:
+    va = torch.cat([p.detach().flatten() for p in a.parameters()])
+    vb = torch.cat([p.detach().flatten() for p in b.parameters()])
+    return float((va - vb).norm() / vb.norm())
+
+
+def update_difference(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
+    """Difference of the two updates relative to the size of the update itself."""
+    va, vb, v0 = (torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (a, b, start))
+    return float((va - vb).norm() / (vb - v0).norm())
