@@ -1,0 +1,69 @@
+"""Process bodies for the DDP tests (spawned, so they must live in an importable module)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from src.modelling.reporting import NullLogger
+from src.modelling.train import LoopState, train
+from tests.helpers import WEIGHTS, tiny_model
+
+
+def run_training(
+    rank: int,
+    world_size: int,
+    port: int,
+    train_batches: list[list],
+    val_batches: list[list],
+    kwargs: dict,
+    out_dir: str,
+) -> None:
+    """Train on this rank's batches and save parameters and loop state to out_dir/rank{r}.pt.
+
+    With world_size 1 it runs without a process group: the single-process reference.
+    """
+    torch.set_num_threads(1)
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model = tiny_model(0)
+        opt = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.3), momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+        state = LoopState()
+        train(
+            model,
+            nn.CrossEntropyLoss(weight=WEIGHTS),
+            opt,
+            scheduler,
+            train_batches[rank],
+            val_batches[rank],
+            kwargs.pop("epochs", 2),
+            precision="fp32",
+            device="cpu",
+            rank=rank,
+            world_size=world_size,
+            checkpoint_path=Path(out_dir) / "best.pth",
+            logger=NullLogger(),
+            state=state,
+            **kwargs,
+        )
+        torch.save(
+            {
+                "params": [p.detach().clone() for p in model.parameters()],
+                "lr": [r["lr"] for r in state.history],
+                "val_loss": [r["val_loss"] for r in state.history],
+                "best_epoch": state.best_epoch,
+                "epochs_run": state.epoch,
+                "optimizer_steps": state.optimizer_steps,
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
