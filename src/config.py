@@ -218,12 +218,34 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class TrackConfig:
+    progress: Literal["auto", "bar", "lines"] = "auto"
+    """Progress display: a live bar on a terminal, plain lines otherwise ("auto")."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the `tensorboard` extra)."""
+    tensorboard_dir: Path = Path("runs")
+    """Where TensorBoard runs go (one sub-directory per run)."""
+    mlflow: bool = False
+    """Also log params, metrics and the best checkpoint to MLflow (needs the `mlflow` extra)."""
+    mlflow_tracking_uri: str = "mlruns"
+    """MLflow tracking URI; a plain path is a local file store."""
+    mlflow_experiment: str = "saimp"
+    """MLflow experiment name."""
+
+    def __post_init__(self) -> None:
+        if self.progress not in ("auto", "bar", "lines"):
+            raise ValueError(f"track.progress must be auto, bar or lines, got {self.progress!r}")
+        self.tensorboard_dir = Path(self.tensorboard_dir)
+
+
+@dataclass(kw_only=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain, JSON- and TOML-friendly values (paths as strings, tuples as lists)."""
@@ -279,6 +301,11 @@ def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     if get_origin(base) is Literal:
         return str(value)
+    if base is bool:
+        text = str(value).lower()
+        if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"{section}.{name} expects true or false, got {value!r}")
+        return text in ("true", "1", "yes", "on")
     if base in (int, float, str, Path):
         try:
             converted = base(value)

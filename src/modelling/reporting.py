@@ -35,19 +35,26 @@ class NullLogger:
     """The logger of ranks that do not log: every call does nothing."""
 
     def info(self, message: str) -> None:
-        pass
+        """A line for the console and the log."""
 
     def epoch_start(self, epoch: int, num_epochs: int, n_batches: int | None) -> None:
-        pass
+        """An epoch begins; `n_batches` is the loader's length when it has one."""
 
     def batch(self, epoch: int, batch_idx: int, loss: float, acc: float, **extra: Any) -> None:
-        pass
+        """A logged batch (every `log_every` micro-batches): loss and accuracy of that batch."""
+
+    def phase_start(self, phase: str, total_batches: int | None) -> None:
+        """Training ("train") or validation ("val") of an epoch begins."""
+
+    def progress(self, phase: str, batches_done: int, samples: int, **metrics: float) -> None:
+        """After each window (train) or batch (val): batches done so far in the phase, the
+        samples just processed, and the latest metrics (loss, acc, lr)."""
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        pass
+        """An epoch ended; `record` holds its train and validation metrics."""
 
     def close(self) -> None:
-        pass
+        """The run ended (normally or not): release files and trackers."""
 
 
 class ConsoleLogger(NullLogger):

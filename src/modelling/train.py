@@ -197,8 +197,17 @@ class _Loop:
                     samples=len(y),
                 )
 
+        local_samples = samples
         loss_sum, correct, samples = self._reduce([float(loss_sum), int(correct), samples])
         stepped = self._optimizer_step(loss_sum, first_batch_idx, epoch)
+        self.logger.progress(
+            "train",
+            first_batch_idx + len(micro_batches),
+            local_samples,
+            loss=loss_sum / norm,
+            acc=correct / max(samples, 1),
+            lr=self.lr,
+        )
         return WindowResult(loss_sum, total_norm, int(correct), int(samples), stepped)
 
     def _optimizer_step(self, loss_sum: float, first_batch_idx: int, epoch: int) -> bool:
@@ -240,6 +249,7 @@ class _Loop:
 
     def train_epoch(self, train_dl: Iterable[Any], epoch: int) -> _Sums:
         self.model.train()
+        self.logger.phase_start("train", _length(train_dl))
         sums = _Sums()
         it: Iterator[Any] = iter(train_dl)
         batch_idx = 0
@@ -260,7 +270,8 @@ class _Loop:
         self.model.eval()
         loss_sum, norm = 0.0, 0.0
         cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.float64)
-        for batch in val_dl:
+        self.logger.phase_start("val", _length(val_dl))
+        for i, batch in enumerate(val_dl):
             x, y = self._to_device(batch)
             with self.precision.autocast():
                 logits = self.model(x)
@@ -268,6 +279,7 @@ class _Loop:
             norm += float(self.window_loss.normaliser(y))
             idx = (y * NUM_CLASSES + logits.argmax(dim=1)).cpu()
             cm += torch.bincount(idx, minlength=NUM_CLASSES * NUM_CLASSES).double()
+            self.logger.progress("val", i + 1, len(y))
         reduced = self._reduce([loss_sum, norm, *cm.tolist()])
         loss_sum, norm = reduced[0], reduced[1]
         confusion = np.asarray(reduced[2:], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
@@ -478,3 +490,81 @@ def _length(loader: Any) -> int | None:
         return len(loader)
     except TypeError:
         return None
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m src.modelling.train`: config, logs, process group, data, then `train()`."""
+    from src.modelling.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+
+    from src.modelling.distributed import destroy_process_group, device_for, init_process_group
+
+    world = World.from_env()
+    device = device_for(world)
+    init_process_group(world, device)
+    try:
+        return _run(cfg, world, device)
+    finally:
+        destroy_process_group()
+
+
+def _run(cfg: Any, world: World, device: torch.device) -> int:
+    from src.data.dataloader import build_data
+    from src.modelling import build
+    from src.modelling.default_data import ensure_default_data
+    from src.modelling.run_files import RunFilesLogger, RunPaths, TeeOutput
+    from src.modelling.run_header import run_header, sidecar_for
+
+    paths = RunPaths.in_dir(cfg.paths.logs_dir)
+    with TeeOutput(paths.log) if world.is_main else nullcontext():
+        ensure_default_data(cfg, world)
+        data = build_data(
+            cfg, rank=world.rank, world_size=world.world_size, pin_memory=device.type == "cuda"
+        )
+        model = build.build_model(cfg, data.index.num_features)
+        optimizer = build.build_optimizer(cfg, model)
+        logger = RunFilesLogger(paths, device) if world.is_main else NullLogger()
+        try:
+            precision = make_precision(cfg.train.precision, device).mode
+            logger.info(run_header(cfg, data, model, device, precision, world, paths))
+            t = cfg.train
+            best = train(
+                model,
+                build.build_loss(cfg),
+                optimizer,
+                build.build_scheduler(cfg, optimizer),
+                data.train_dl,
+                data.val_dl,
+                t.epochs,
+                accumulation_steps=t.accumulation_steps,
+                precision=precision,
+                device=device,
+                checkpoint_path=cfg.paths.checkpoint,
+                early_stopping_patience=t.early_stopping_patience,
+                max_grad_norm=t.max_grad_norm,
+                max_nonfinite_windows=t.max_nonfinite_windows,
+                select_metric=t.select_metric,
+                log_every=t.log_every,
+                rank=world.rank,
+                world_size=world.world_size,
+                logger=logger,
+                sidecar=sidecar_for(cfg, data, model),
+            )
+        finally:
+            logger.close()
+        logger.info(f"[DONE] log {paths.log} | metrics {paths.jsonl} | plot {paths.png}")
+        logger.info(str(best))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from src.core.errors import run_cli
+
+    sys.exit(run_cli(main))

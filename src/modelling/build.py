@@ -1,0 +1,48 @@
+"""Model, loss, optimizer and scheduler built from config (no I/O)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.config import Config
+from src.modelling.model import SAIMP, SAIMPConfig
+
+
+def model_config(cfg: Config, n_features: int) -> SAIMPConfig:
+    m = cfg.model
+    return SAIMPConfig(
+        n_features=n_features,
+        seq_len=cfg.data.seq_len,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_layers=m.n_layers,
+        d_ff=m.d_ff,
+        dropout=m.dropout,
+        encoder=m.encoder,
+        levels=m.levels,
+    )
+
+
+def build_model(cfg: Config, n_features: int) -> SAIMP:
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    return SAIMP(model_config(cfg, n_features))
+
+
+def build_loss(cfg: Config) -> nn.CrossEntropyLoss:
+    """Class-weighted cross entropy: missing a SuperLong costs 20 times a Neutro."""
+    return nn.CrossEntropyLoss(weight=torch.tensor(cfg.train.class_weights, dtype=torch.float32))
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+
+
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience
+    )

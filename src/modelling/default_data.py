@@ -1,0 +1,49 @@
+"""The embedded default dataset: generated and prepared on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.distributed as dist
+
+from src.config import Config
+from src.core.constants import DEFAULT_PROCESSED_DIR
+from src.core.errors import UserError
+from src.modelling.distributed import World
+
+
+def _has_parquet(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.parquet"))
+
+
+def ensure_default_data(cfg: Config, world: World) -> None:
+    """Make sure the processed lake exists.
+
+    The default lake (`data/processed`) is generated from synthetic candles when missing
+    (by rank 0; the other ranks wait). A lake the user named must exist already.
+    """
+    data_dir = cfg.paths.data_dir
+    if _has_parquet(data_dir):
+        return
+    if Path(data_dir) != DEFAULT_PROCESSED_DIR:
+        raise UserError(
+            f"--data-dir: no processed Parquet files in {data_dir}; create them with "
+            f"python -m src.data.prepare --raw RAW_DIR --out {data_dir}"
+        )
+    if world.is_main:
+        from src.data.prepare import prepare_lake
+        from src.data.synthetic import write_raw
+
+        raw = cfg.paths.raw_dir
+        if not _has_parquet(raw):
+            print(f"[DATA] generating the default synthetic candles in {raw}", flush=True)
+            write_raw(
+                raw,
+                n_bars=cfg.data.synthetic_bars,
+                seed=cfg.data.synthetic_seed,
+                bar_minutes=cfg.data.bar_minutes,
+            )
+        print(f"[DATA] preparing {raw} -> {data_dir}", flush=True)
+        prepare_lake(raw, data_dir, label=cfg.label, row_group_rows=cfg.data.row_group_rows)
+    if world.distributed:
+        dist.barrier()
