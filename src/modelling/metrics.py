@@ -53,3 +53,25 @@ def balanced_accuracy(cm: np.ndarray) -> float:
 def accuracy(cm: np.ndarray) -> float:
     total = np.asarray(cm).sum()
     return float(np.trace(cm) / total) if total else 0.0
+
+
+def constant_confusion(support: np.ndarray, predicted_class: int) -> np.ndarray:
+    """Confusion matrix of a predictor that always answers `predicted_class`."""
+    support = np.asarray(support, dtype=np.float64)
+    cm = np.zeros((support.size, support.size))
+    cm[:, predicted_class] = support
+    return cm
+
+
+def random_confusion(support: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Expected confusion matrix of guessing class j with probability p_j, blind to the input.
+
+    Row i is support_i * p: exact in expectation, so no sampling and no seed. Metrics of
+    this matrix are the metrics of the expected counts (for large supports, the expected
+    metrics).
+    """
+    support = np.asarray(support, dtype=np.float64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape != support.shape or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+        raise ValueError(f"probabilities must be {support.size} non-negative numbers summing to 1")
+    return np.outer(support, p)

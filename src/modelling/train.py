@@ -1,92 +1,61 @@
 """The training loop of SAIMP: `train(...) -> Path`, and `python -m src.modelling.train`.
 
 `train()` owns autocast, exact gradient accumulation, DDP, validation, the best
-checkpoint, the scheduler step on validation loss, early stopping and logging. The
-command-line entry point (`main`) only builds those pieces from config and calls it.
+checkpoint, the `last` checkpoint and resume, the scheduler step on validation loss,
+early stopping, signals and logging. The command-line entry point (`main`) only builds
+those pieces from config and calls it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from src.core.constants import CLASS_NAMES, DEFAULT_CHECKPOINT, NUM_CLASSES
-from src.core.errors import UserError
-from src.modelling import metrics
-from src.modelling.checkpoint import save_best
-from src.modelling.distributed import World, all_reduce_sum
-from src.modelling.exact_loss import WindowLoss
-from src.modelling.precision import Precision, make_precision
+from src.core.constants import DEFAULT_CHECKPOINT
+from src.modelling.checkpoint import plain_state_dict, save_best, unwrap
+from src.modelling.distributed import World
+from src.modelling.faults import Faults
+from src.modelling.loop import Loop, LoopState, TrainingError, WindowResult
+from src.modelling.precision import make_precision
 from src.modelling.reporting import ConsoleLogger, NullLogger
+from src.modelling.train_state import (
+    capture_rng,
+    fingerprint_difference,
+    last_path_for,
+    load_training_state,
+    previous_path,
+    restore_rng,
+    save_training_state,
+)
+
+__all__ = ["LoopState", "RunInterrupted", "TrainingError", "main", "train"]
+
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class TrainingError(UserError):
-    """The run cannot go on (persistent non-finite loss, empty loaders); nothing good is lost."""
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; the `last` checkpoint was written at a window boundary."""
 
-
-@dataclass
-class LoopState:
-    """Everything about the loop's progress that a resumed run needs (beside the tensors)."""
-
-    epoch: int = 0
-    """Epochs completed."""
-    optimizer_steps: int = 0
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    """Epochs since the selection metric last improved (early stopping counter)."""
-    skipped_steps: int = 0
-    """Optimizer steps the fp16 scaler skipped for inf/nan gradients (whole run)."""
-    nonfinite_windows: int = 0
-    consecutive_nonfinite: int = 0
-    stopped_early: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class WindowResult:
-    """One accumulation window, reduced over ranks."""
-
-    loss_sum: float
-    normaliser: float
-    correct: int
-    samples: int
-    stepped: bool
-
-
-@dataclass
-class _Sums:
-    """Running sums over batches or windows (exact: divide only when reporting)."""
-
-    loss: float = 0.0
-    norm: float = 0.0
-    correct: int = 0
-    samples: int = 0
-
-    def add(self, loss: float, norm: float, correct: int, samples: int) -> None:
-        self.loss += loss
-        self.norm += norm
-        self.correct += correct
-        self.samples += samples
+    def __init__(self, signum: int, last_path: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.last_path = last_path
 
     @property
-    def mean_loss(self) -> float:
-        return self.loss / self.norm if self.norm else float("nan")
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.samples if self.samples else 0.0
+    def exit_code(self) -> int:
+        return SIGNAL_EXIT_CODES.get(self.signum, 128 + self.signum)
 
 
 def _better(metric_name: str, value: float, best: float | None) -> bool:
@@ -95,217 +64,6 @@ def _better(metric_name: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value > best if metric_name == "val_macro_f1" else value < best
-
-
-class _Loop:
-    """The pieces of one `train()` call and its named steps."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        *,
-        accumulation_steps: int,
-        precision: Precision,
-        device: torch.device,
-        world: World,
-        logger: NullLogger,
-        max_grad_norm: float | None,
-        max_nonfinite_windows: int,
-        log_every: int,
-    ) -> None:
-        self.window_loss = WindowLoss(loss)
-        self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.accumulation_steps = accumulation_steps
-        self.precision = precision
-        self.scaler = precision.make_scaler()
-        self.device = device
-        self.world = world
-        self.logger = logger
-        self.max_grad_norm = max_grad_norm
-        self.max_nonfinite_windows = max_nonfinite_windows
-        self.log_every = log_every
-        self.state = LoopState()
-
-    # -- helpers -------------------------------------------------------------------------
-    def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch[0], batch[1]
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def _reduce(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=self._collective_device())
-        return all_reduce_sum(t, self.world).tolist()
-
-    def _collective_device(self) -> torch.device:
-        # NCCL only moves CUDA tensors; gloo only CPU ones.
-        return (
-            self.device
-            if self.device.type == "cuda" and self.world.distributed
-            else (torch.device("cpu"))
-        )
-
-    # -- steps ---------------------------------------------------------------------------
-    def train_window(
-        self, micro_batches: list[Any], first_batch_idx: int, epoch: int
-    ) -> WindowResult | None:
-        """Forward/backward every micro-batch of one window, then one optimizer step.
-
-        Returns None when some rank has no data left: then every rank ends the epoch at
-        the same window, so an uneven loader can never hang the all-reduce.
-        """
-        # The normaliser comes from the labels alone, read on the host before any
-        # transfer, so finding it costs no device synchronisation.
-        local_norm = sum(float(self.window_loss.normaliser(b[1])) for b in micro_batches)
-        has_data, total_norm = self._reduce([1.0 if micro_batches else 0.0, local_norm])
-        if has_data < self.world.world_size:
-            return None
-        norm = self.window_loss.window_normaliser(total_norm)
-        if norm <= 0:  # every label ignored: nothing to learn from this window
-            return WindowResult(0.0, 0.0, 0, 0, stepped=False)
-        # DDP averages gradients over ranks; scaling by world_size / norm makes that
-        # average equal the gradient of one batch holding the whole window.
-        scale = self.world.world_size / norm
-
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        samples = 0
-        for i, batch in enumerate(micro_batches):
-            x, y = self._to_device(batch)
-            last = i == len(micro_batches) - 1
-            sync = nullcontext() if last or not self.world.distributed else self.model.no_sync()
-            with sync:
-                with self.precision.autocast():
-                    logits = self.model(x)  # (B, n_classes)
-                batch_sum = self.window_loss.sum_loss(logits, y)
-                self.scaler.scale(batch_sum * scale).backward()
-            batch_correct = (logits.detach().argmax(dim=1) == y).sum()
-            loss_sum += batch_sum.detach()
-            correct += batch_correct
-            samples += len(y)
-            batch_idx = first_batch_idx + i
-            if batch_idx % self.log_every == 0:
-                batch_norm = float(self.window_loss.normaliser(batch[1]))
-                self.logger.batch(
-                    epoch,
-                    batch_idx,
-                    float(batch_sum.detach()) / batch_norm if batch_norm else float("nan"),
-                    int(batch_correct) / max(len(y), 1),
-                    samples=len(y),
-                )
-
-        local_samples = samples
-        loss_sum, correct, samples = self._reduce([float(loss_sum), int(correct), samples])
-        stepped = self._optimizer_step(loss_sum, first_batch_idx, epoch)
-        self.logger.progress(
-            "train",
-            first_batch_idx + len(micro_batches),
-            local_samples,
-            loss=loss_sum / norm,
-            acc=correct / max(samples, 1),
-            lr=self.lr,
-        )
-        return WindowResult(loss_sum, total_norm, int(correct), int(samples), stepped)
-
-    def _optimizer_step(self, loss_sum: float, first_batch_idx: int, epoch: int) -> bool:
-        """Step unless the window's loss is not finite (all ranks see the same sum)."""
-        st = self.state
-        if not math.isfinite(loss_sum):
-            self.optimizer.zero_grad(set_to_none=True)
-            st.nonfinite_windows += 1
-            st.consecutive_nonfinite += 1
-            self.logger.info(
-                f"   [NaN] epoch {epoch}, batch {first_batch_idx}: non-finite loss, step skipped "
-                f"({st.consecutive_nonfinite}/{self.max_nonfinite_windows} in a row)"
-            )
-            if st.consecutive_nonfinite >= self.max_nonfinite_windows:
-                raise TrainingError(
-                    f"{st.consecutive_nonfinite} consecutive windows had a non-finite loss "
-                    f"(last at epoch {epoch}, batch {first_batch_idx}); check the data for "
-                    "NaN/inf or lower --lr. The best checkpoint on disk was not touched."
-                )
-            return False
-        st.consecutive_nonfinite = 0
-        if self.max_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if scale_before is not None and self.scaler.get_scale() < scale_before:
-            # The scaler found inf/nan gradients and skipped optimizer.step().
-            st.skipped_steps += 1
-            self.logger.info(
-                f"   [AMP] epoch {epoch}, batch {first_batch_idx}: inf/nan gradients, step "
-                f"skipped; loss scale now {self.scaler.get_scale():g}"
-            )
-            return False
-        st.optimizer_steps += 1
-        return True
-
-    def train_epoch(self, train_dl: Iterable[Any], epoch: int) -> _Sums:
-        self.model.train()
-        self.logger.phase_start("train", _length(train_dl))
-        sums = _Sums()
-        it: Iterator[Any] = iter(train_dl)
-        batch_idx = 0
-        while True:
-            micro = list(itertools.islice(it, self.accumulation_steps))
-            result = self.train_window(micro, batch_idx, epoch)
-            if result is None:
-                break
-            sums.add(result.loss_sum, result.normaliser, result.correct, result.samples)
-            batch_idx += len(micro)
-        if sums.samples == 0:
-            raise TrainingError("the training loader yielded no batches; check the data split")
-        return sums
-
-    @torch.no_grad()
-    def evaluate(self, val_dl: Iterable[Any]) -> dict[str, Any]:
-        """Loss, accuracy and confusion matrix over the whole split, summed over ranks."""
-        self.model.eval()
-        loss_sum, norm = 0.0, 0.0
-        cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.float64)
-        self.logger.phase_start("val", _length(val_dl))
-        for i, batch in enumerate(val_dl):
-            x, y = self._to_device(batch)
-            with self.precision.autocast():
-                logits = self.model(x)
-            loss_sum += float(self.window_loss.sum_loss(logits, y))
-            norm += float(self.window_loss.normaliser(y))
-            idx = (y * NUM_CLASSES + logits.argmax(dim=1)).cpu()
-            cm += torch.bincount(idx, minlength=NUM_CLASSES * NUM_CLASSES).double()
-            self.logger.progress("val", i + 1, len(y))
-        reduced = self._reduce([loss_sum, norm, *cm.tolist()])
-        loss_sum, norm = reduced[0], reduced[1]
-        confusion = np.asarray(reduced[2:], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
-        if confusion.sum() == 0:
-            raise TrainingError("the validation loader yielded no batches; check the data split")
-        recall = metrics.per_class(confusion)["recall"]
-        return {
-            "val_loss": loss_sum / self.window_loss.window_normaliser(norm) if norm else math.nan,
-            "val_acc": metrics.accuracy(confusion),
-            "val_macro_f1": metrics.macro_f1(confusion),
-            "val_balanced_acc": metrics.balanced_accuracy(confusion),
-            "val_recall": {name: float(r) for name, r in zip(CLASS_NAMES, recall, strict=True)},
-            "val_confusion": confusion.tolist(),
-        }
-
-    def step_scheduler(self, val_loss: float) -> None:
-        if self.scheduler is None:
-            return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val_loss)
-        else:
-            self.scheduler.step()
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
 
 
 def _resolve_world(rank: int | None, world_size: int | None) -> World:
@@ -323,11 +81,69 @@ def _resolve_world(rank: int | None, world_size: int | None) -> World:
     return world
 
 
+def _default_device(world: World) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
 def _wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     if not world.distributed or isinstance(model, DistributedDataParallel):
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _dataset_of(loader: Any) -> Any:
+    return getattr(loader, "dataset", loader)
+
+
+def _position_batches(loader: Iterable[Any], epoch: int, batches_done: int) -> Iterator[Any]:
+    """An iterator over `loader` for `epoch`, past its first `batches_done` batches.
+
+    A streaming dataset with `load_state_dict` jumps there without reading the consumed
+    data; any other iterable is read and the consumed batches dropped.
+    """
+    dataset = _dataset_of(loader)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if batches_done and hasattr(dataset, "load_state_dict"):
+        dataset.load_state_dict({"epoch": epoch, "batches_consumed": batches_done})
+        return iter(loader)
+    return itertools.islice(iter(loader), batches_done, None)
+
+
+def _length(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+@contextmanager
+def _stop_on_signals(loop: Loop):
+    """SIGINT/SIGTERM ask the loop to stop after the current optimizer step.
+
+    A second SIGINT interrupts at once (the usual Ctrl-C twice).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if loop.stop_signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        loop.stop_signal = signum
+        loop.logger.info(
+            f"[STOP] {signal.Signals(signum).name} received: finishing the current step"
+        )
+
+    previous = {s: signal.signal(s, request_stop) for s in SIGNAL_EXIT_CODES}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def train(
@@ -348,11 +164,16 @@ def train(
     max_nonfinite_windows: int = 5,
     select_metric: str = "val_loss",
     log_every: int = 100,
+    micro_batch: int | str | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     logger: NullLogger | None = None,
     sidecar: dict[str, Any] | None = None,
     state: LoopState | None = None,
+    resume: Path | str | None = None,
+    last_checkpoint_path: Path | str | None = None,
+    checkpoint_every_windows: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Path:
     """Train `model` and return the path of its best checkpoint.
 
@@ -368,13 +189,24 @@ def train(
     or "sum" (class weights, `ignore_index` and label smoothing included) and for any
     loss offering `sum_loss(logits, target)` and `normaliser(target)`; other losses
     are rejected with `UnsupportedLossError`. Under DDP the normaliser is global, so
-    the gradient also equals that of one process holding every rank's window.
+    the gradient also equals that of one process holding every rank's window. Hence
+    `micro_batch` (samples per forward pass) is free: None uses the loader's batches,
+    an int re-cuts each window into passes of that size, "auto" takes the whole window
+    in one pass where memory allows. An out-of-memory error halves it and retries the
+    window (same gradient).
 
     `precision`: "fp32", "bf16" (autocast, no scaler), "fp16" (autocast and
     `GradScaler`) or "auto" (bf16 where the device supports it, else fp16 on CUDA,
     else fp32). `rank`/`world_size` default to torchrun's environment (a single
     process is rank 0 of 1); with more than one rank the model is wrapped in
     `DistributedDataParallel` and only rank 0 writes files and logs.
+
+    A `last` checkpoint (`last_checkpoint_path`, default `saimp_last.pth` beside the
+    best) holds the full training state; it is written after every epoch and every
+    `checkpoint_every_windows` windows, and on SIGINT/SIGTERM (after the current
+    optimizer step; then `RunInterrupted` is raised). `resume` ("auto" or a path)
+    continues from it exactly; `fingerprint` (settings that change the result) must
+    then match the one saved.
 
     Batches are `(x, y, ...)` tuples: x (B, T, F) float, y (B,) int64 class indices.
     Pass a `LoopState` as `state` to read the per-epoch history afterwards.
@@ -386,19 +218,17 @@ def train(
     world = _resolve_world(rank, world_size)
     device = torch.device(device) if device is not None else _default_device(world)
     checkpoint_path = Path(checkpoint_path)
-    if logger is None:
+    last_path = Path(last_checkpoint_path or last_path_for(checkpoint_path))
+    if logger is None or not world.is_main:
         logger = ConsoleLogger(device) if world.is_main else NullLogger()
-    elif not world.is_main:
-        logger = NullLogger()
 
     model.to(device)
     if isinstance(loss, nn.Module):
         loss.to(device)
-    loop = _Loop(
+    loop = Loop(
         _wrap_ddp(model, world, device),
         loss,
         optimizer,
-        scheduler,
         accumulation_steps=accumulation_steps,
         precision=make_precision(precision, device),
         device=device,
@@ -407,64 +237,33 @@ def train(
         max_grad_norm=max_grad_norm,
         max_nonfinite_windows=max_nonfinite_windows,
         log_every=log_every,
+        faults=Faults.from_env(),
     )
     if state is not None:
         loop.state = state
-    st = loop.state
+    run = _Run(
+        loop,
+        scheduler,
+        model,
+        checkpoint_path,
+        last_path,
+        world,
+        logger,
+        sidecar,
+        fingerprint,
+        select_metric,
+        checkpoint_every_windows,
+    )
+    if resume is not None:
+        run.resume(resume)
+    if loop.state.micro_batch is None and micro_batch is not None:
+        loop.state.micro_batch = _pick_micro_batch(micro_batch, train_dl, accumulation_steps)
+        if loop.state.micro_batch is not None:
+            logger.info(f"[SETUP] {loop.state.micro_batch} samples per forward pass")
     optimizer.zero_grad(set_to_none=True)
-    while st.epoch < num_epochs and not st.stopped_early:
-        epoch = st.epoch + 1
-        _set_epoch(train_dl, epoch)
-        logger.epoch_start(epoch, num_epochs, _length(train_dl))
-        started = time.perf_counter()
-        skipped_before, nonfinite_before = st.skipped_steps, st.nonfinite_windows
-        sums = loop.train_epoch(train_dl, epoch)
-        val = loop.evaluate(val_dl)
-        lr_used = loop.lr
-        loop.step_scheduler(val["val_loss"])
-        improved = _better(select_metric, val[select_metric], st.best_metric)
-        if improved:
-            st.best_metric, st.best_epoch, st.bad_epochs = val[select_metric], epoch, 0
-        else:
-            st.bad_epochs += 1
-        record = {
-            "epoch": epoch,
-            "train_loss": sums.mean_loss,
-            "train_acc": sums.accuracy,
-            **val,
-            "lr": lr_used,
-            "next_lr": loop.lr,
-            "optimizer_steps": st.optimizer_steps,
-            "skipped_steps": st.skipped_steps - skipped_before,
-            "nonfinite_windows": st.nonfinite_windows - nonfinite_before,
-            "train_samples": sums.samples,
-            "seconds": time.perf_counter() - started,
-            "improved": improved,
-        }
-        st.history.append(record)
-        st.epoch = epoch
-        if improved and world.is_main:
-            save_best(
-                model,
-                checkpoint_path,
-                {
-                    **(sidecar or {}),
-                    "epoch": epoch,
-                    "select_metric": select_metric,
-                    "metrics": {k: v for k, v in record.items() if k != "val_confusion"},
-                },
-            )
-            logger.info(
-                f"   [CKPT] {select_metric} improved to {val[select_metric]:.4f}: "
-                f"saved {checkpoint_path}"
-            )
-        logger.epoch_end(record)
-        if early_stopping_patience is not None and st.bad_epochs >= early_stopping_patience:
-            st.stopped_early = True
-            logger.info(
-                f"[STOP] early stopping: {select_metric} has not improved for "
-                f"{st.bad_epochs} epochs (best {st.best_metric:.4f} at epoch {st.best_epoch})"
-            )
+    with _stop_on_signals(loop):
+        run.epochs(train_dl, val_dl, num_epochs, early_stopping_patience)
+    st = loop.state
     if st.best_epoch is None:
         raise TrainingError(
             f"validation {select_metric} was never finite, so no checkpoint was written"
@@ -472,24 +271,189 @@ def train(
     return checkpoint_path
 
 
-def _default_device(world: World) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", world.local_rank)
-    return torch.device("cpu")
+def _pick_micro_batch(
+    micro_batch: int | str, train_dl: Iterable[Any], accumulation_steps: int
+) -> int | None:
+    """Samples per forward pass: a pinned int, or "auto": the whole window.
+
+    On a CPU memory is plentiful for these models, so "auto" runs the window as one
+    batch (the biggest speed-up); on CUDA an out-of-memory error halves it at once.
+    """
+    if micro_batch == "auto":
+        batch_size = getattr(_dataset_of(train_dl), "batch_size", None)
+        return batch_size * accumulation_steps if batch_size else None
+    value = int(micro_batch)
+    if value < 1:
+        raise ValueError(f"micro_batch must be >= 1 or 'auto', got {micro_batch!r}")
+    return value
 
 
-def _set_epoch(loader: Any, epoch: int) -> None:
-    """Tell a streaming dataset (directly or inside a DataLoader) which epoch starts."""
-    target = getattr(loader, "dataset", loader)
-    if hasattr(target, "set_epoch"):
-        target.set_epoch(epoch)
+class _Run:
+    """Epoch orchestration, checkpoints and resume around one `Loop`."""
 
+    def __init__(
+        self,
+        loop: Loop,
+        scheduler: Any,
+        model: nn.Module,
+        best_path: Path,
+        last_path: Path,
+        world: World,
+        logger: NullLogger,
+        sidecar: dict[str, Any] | None,
+        fingerprint: dict[str, Any] | None,
+        select_metric: str,
+        checkpoint_every_windows: int | None,
+    ) -> None:
+        self.loop, self.scheduler, self.model = loop, scheduler, model
+        self.best_path, self.last_path = best_path, last_path
+        self.world, self.logger = world, logger
+        self.sidecar, self.fingerprint = sidecar or {}, fingerprint or {}
+        self.select_metric = select_metric
+        self.checkpoint_every_windows = checkpoint_every_windows
 
-def _length(loader: Any) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_last(self) -> None:
+        """Write the full training state (rank 0; the others hold identical state)."""
+        if not self.world.is_main:
+            return
+        loop = self.loop
+        save_training_state(
+            self.last_path,
+            {
+                "model": plain_state_dict(self.model),
+                "optimizer": loop.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": loop.scaler.state_dict(),
+                "loop": dataclasses.asdict(loop.state),
+                "rng": capture_rng(),
+                "fingerprint": self.fingerprint,
+            },
+            during_write=loop.faults.maybe_kill_in_save,
+        )
+
+    def save_best(self, record: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
+        metrics = {k: v for k, v in record.items() if k != "val_confusion"}
+        save_best(
+            self.model,
+            self.best_path,
+            {
+                **self.sidecar,
+                "epoch": record["epoch"],
+                "select_metric": self.select_metric,
+                "metrics": metrics,
+            },
+        )
+        value = record[self.select_metric]
+        self.logger.info(
+            f"   [CKPT] {self.select_metric} improved to {value:.4f}: saved {self.best_path}"
+        )
+
+    def resume(self, resume: Path | str) -> None:
+        """Load the `last` state ("auto": if there is one) into model, optimizer, loop."""
+        path = self.last_path if str(resume) == "auto" else Path(resume)
+        if str(resume) == "auto" and not (path.exists() or previous_path(path).exists()):
+            self.logger.info(f"[RESUME] no {path} yet: starting a new run")
+            return
+        payload, source = load_training_state(path)
+        differences = fingerprint_difference(payload.get("fingerprint", {}), self.fingerprint)
+        if differences:
+            raise TrainingError(
+                f"cannot resume from {source}: settings that change the result differ ("
+                + "; ".join(differences)
+                + "); start a new run or restore those settings"
+            )
+        loop = self.loop
+        unwrap(loop.model).load_state_dict(payload["model"])
+        loop.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload["scheduler"] is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        loop.scaler.load_state_dict(payload["scaler"])
+        loop.state = LoopState(**payload["loop"])
+        restore_rng(payload["rng"])
+        st = loop.state
+        where = (
+            f"epoch {st.epoch + 1}, batch {st.batches_done}"
+            if st.batches_done
+            else (f"the end of epoch {st.epoch}")
+        )
+        self.logger.info(f"[RESUME] continuing from {source} at {where}")
+
+    # -- epochs --------------------------------------------------------------------------
+    def after_window(self, result: WindowResult) -> None:
+        st = self.loop.state
+        every = self.checkpoint_every_windows
+        if result.stop_requested:
+            self.save_last()
+            raise RunInterrupted(self.loop.stop_signal or signal.SIGTERM, self.last_path)
+        if every and st.windows_done % every == 0:
+            self.save_last()
+
+    def epochs(
+        self,
+        train_dl: Iterable[Any],
+        val_dl: Iterable[Any],
+        num_epochs: int,
+        patience: int | None,
+    ) -> None:
+        loop, st, logger = self.loop, self.loop.state, self.logger
+        while st.epoch < num_epochs and not st.stopped_early:
+            epoch = st.epoch + 1
+            if st.batches_done == 0:
+                st.start_epoch()
+            logger.epoch_start(epoch, num_epochs, _length(train_dl))
+            logger.phase_start("train", _length(train_dl))
+            started = time.perf_counter() - st.epoch_seconds
+            batches = _position_batches(train_dl, epoch, st.batches_done)
+            try:
+                loop.train_epoch(batches, epoch, on_window=self.after_window)
+            finally:
+                st.epoch_seconds = time.perf_counter() - started
+            val = loop.evaluate(val_dl)
+            self.end_epoch(epoch, val, patience)
+
+    def end_epoch(self, epoch: int, val: dict[str, Any], patience: int | None) -> None:
+        loop, st = self.loop, self.loop.state
+        lr_used = loop.lr
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val["val_loss"])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        improved = _better(self.select_metric, val[self.select_metric], st.best_metric)
+        if improved:
+            st.best_metric, st.best_epoch, st.bad_epochs = val[self.select_metric], epoch, 0
+        else:
+            st.bad_epochs += 1
+        loss_sum, norm, correct, samples = st.epoch_sums
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / loop.window_loss.window_normaliser(norm) if norm else math.nan,
+            "train_acc": correct / samples if samples else 0.0,
+            **val,
+            "lr": lr_used,
+            "next_lr": loop.lr,
+            "optimizer_steps": st.optimizer_steps,
+            "skipped_steps": st.skipped_steps - st.epoch_start_counts[0],
+            "nonfinite_windows": st.nonfinite_windows - st.epoch_start_counts[1],
+            "train_samples": int(samples),
+            "seconds": st.epoch_seconds,
+            "improved": improved,
+        }
+        st.history.append(record)
+        st.epoch, st.batches_done = epoch, 0
+        if improved:
+            self.save_best(record)
+        if patience is not None and st.bad_epochs >= patience:
+            st.stopped_early = True
+        self.save_last()
+        self.logger.epoch_end(record)
+        if st.stopped_early:
+            self.logger.info(
+                f"[STOP] early stopping: {self.select_metric} has not improved for "
+                f"{st.bad_epochs} epochs (best {st.best_metric:.4f} at epoch {st.best_epoch})"
+            )
 
 
 # -- command line ------------------------------------------------------------------------
