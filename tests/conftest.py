@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny synthetic raw dataset and the lake `prepare` makes from it.
+
+Both are built once per test session in a temporary directory. The dataset has
+`TINY_SYMBOLS` symbols of `TINY_BARS` 15-minute bars each (2024-01-01 onwards, so
+January to March: three monthly files per symbol), and the lake is written in row
+groups of `TINY_ROW_GROUP_ROWS` rows, so every file has several row groups. Tests must
+treat both directories as read-only (copy them to modify).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.config import LabelConfig
+from src.data.prepare import prepare_lake
+from src.data.synthetic import write_raw
+
+TINY_BARS = 7000
+TINY_BAR_MINUTES = 15
+TINY_SYMBOLS = 2
+TINY_SEED = 7
+TINY_ROW_GROUP_ROWS = 512
+
+
+@pytest.fixture(scope="session")
+def tiny_raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw synthetic candles: `SYNTH1_2024-01.parquet` ... `SYNTH2_2024-03.parquet`."""
+    raw = tmp_path_factory.mktemp("tiny") / "raw"
+    write_raw(
+        raw,
+        n_bars=TINY_BARS,
+        seed=TINY_SEED,
+        bar_minutes=TINY_BAR_MINUTES,
+        mode="planted",
+        n_symbols=TINY_SYMBOLS,
+    )
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(tiny_raw_dir: Path) -> Path:
+    """The processed lake of `tiny_raw_dir` (default labels, 512-row row groups)."""
+    lake = tiny_raw_dir.parent / "lake"
+    prepare_lake(
+        tiny_raw_dir,
+        lake,
+        label=LabelConfig(),
+        row_group_rows=TINY_ROW_GROUP_ROWS,
+        log=lambda _msg: None,
+    )
+    return lake
