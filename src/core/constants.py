@@ -1,11 +1,18 @@
 """Names and fixed values shared across the project. No logic beyond picking the device."""
 
 from pathlib import Path
+from typing import Any
 
-import torch
 
-#: The device a single process trains on when none is given.
-DEVICE: torch.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def __getattr__(name: str) -> Any:
+    # `DEVICE` (the device a single process trains on when none is given) is resolved on
+    # first use, so the data command-line tools start without importing torch.
+    if name == "DEVICE":
+        import torch
+
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Class index -> name. The order is the label encoding written by `prepare`.
 CLASS_NAMES: tuple[str, ...] = ("Neutro", "Stop", "Long", "SuperLong")
