@@ -1,0 +1,72 @@
+"""Config: defaults, presets, TOML and flag overrides, and rejection of bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from src.config import Config, TrainConfig, build_config, to_toml
+from src.core.errors import UserError
+from src.modelling.cli import build_parser, config_from_args
+
+
+def parse(*argv: str) -> Config:
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_presets_hold_the_seed_values():
+    quick = build_config("quick")
+    assert (quick.train.epochs, quick.train.lr, quick.train.weight_decay) == (1, 1e-3, 1e-4)
+    life = build_config("lifecycle").train
+    assert (life.epochs, life.lr, life.weight_decay) == (15, 1e-4, 1e-5)
+    assert (life.batch_size, life.accumulation_steps, life.effective_batch) == (3, 5, 15)
+    assert life.early_stopping_patience == 3
+    assert life.class_weights == (1.0, 10.0, 10.0, 20.0)
+
+
+def test_toml_then_flags_override_the_preset(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nlr = 0.01\nepochs = 4\n[model]\nd_model = 64\nn_heads = 8\n")
+    cfg = parse("--preset", "lifecycle", "--config", str(toml), "--epochs", "2")
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.d_model) == (0.01, 2, 64)
+    assert cfg.train.batch_size == 3  # untouched preset value
+    cfg = parse("--set", "train.class_weights=1,2,3,4", "--set", "track.tensorboard=true")
+    assert cfg.train.class_weights == (1.0, 2.0, 3.0, 4.0) and cfg.track.tensorboard
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs: train.epochs must be > 0"),
+        (["--lr", "abc"], "--lr: train.lr expects float"),
+        (["--precision", "fp8"], "--precision: train.precision must be one of"),
+        (["--set", "train.lrr=1"], "unknown setting train.lrr"),
+        (["--set", "bogus.x=1"], "unknown section [bogus]"),
+        (["--set", "nokey"], "--set expects SECTION.KEY=VALUE"),
+        (["--set", "model.n_heads=3"], "must divide model.d_model"),
+    ],
+)
+def test_bad_values_name_the_flag_or_key(argv, message):
+    with pytest.raises(UserError) as err:
+        parse(*argv)
+    assert message in str(err.value)
+
+
+def test_unknown_toml_key_names_the_file(tmp_path):
+    toml = tmp_path / "bad.toml"
+    toml.write_text("[train]\nbatchsize = 3\n")
+    with pytest.raises(UserError, match=r"bad.toml: unknown setting train.batchsize"):
+        parse("--config", str(toml))
+
+
+def test_dataclasses_are_keyword_only_and_validate():
+    with pytest.raises(TypeError):
+        TrainConfig(3)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="class_weights"):
+        TrainConfig(class_weights=(1.0, 2.0))
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    cfg = build_config("lifecycle")
+    path = tmp_path / "resolved.toml"
+    path.write_text(to_toml(cfg))
+    assert parse("--preset", "quick", "--config", str(path)).to_dict() == cfg.to_dict()
