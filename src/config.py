@@ -178,6 +178,11 @@ class TrainConfig:
     """Stop the run after this many consecutive windows with a non-finite loss."""
     select_metric: SelectMetric = "val_loss"
     """What makes a checkpoint the best: lowest val_loss (the seeds) or highest val_macro_f1."""
+    micro_batch: str = "auto"
+    """Samples per forward pass: "auto" (the whole accumulation window where memory allows;
+    the gradient is the same), "loader" (the loader's batches as they come), or a number."""
+    checkpoint_every_windows: int | None = 500
+    """Write the resumable `last` checkpoint every this many windows (and every epoch)."""
     log_every: int = 100
     """Print a batch line every this many micro-batches (plain output)."""
     seed: int = 0
@@ -206,6 +211,16 @@ class TrainConfig:
         _positive("train.max_nonfinite_windows", self.max_nonfinite_windows)
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"train.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if self.micro_batch not in ("auto", "loader") and not (
+            str(self.micro_batch).isdigit() and int(self.micro_batch) > 0
+        ):
+            raise ValueError(
+                f"train.micro_batch must be auto, loader or a positive number, "
+                f"got {self.micro_batch!r}"
+            )
+        self.micro_batch = str(self.micro_batch)
+        if self.checkpoint_every_windows is not None:
+            _positive("train.checkpoint_every_windows", self.checkpoint_every_windows)
         if self.select_metric not in get_args(SelectMetric):
             raise ValueError(
                 f"train.select_metric must be one of {', '.join(get_args(SelectMetric))}, "

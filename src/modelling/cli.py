@@ -28,6 +28,8 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "max_grad_norm": ("train", "max_grad_norm"),
     "select_metric": ("train", "select_metric"),
     "log_every": ("train", "log_every"),
+    "micro_batch": ("train", "micro_batch"),
+    "checkpoint_every_windows": ("train", "checkpoint_every_windows"),
     "seed": ("train", "seed"),
     "seq_len": ("data", "seq_len"),
     "num_workers": ("data", "num_workers"),
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override any config field, e.g. --set model.d_model=64 (repeatable)",
     )
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue a killed or interrupted run from its last checkpoint (auto: "
+        "data/saimp_last.pth beside --checkpoint, if it exists)",
+    )
     g = p.add_argument_group("common settings (override the preset and the TOML file)")
     g.add_argument("--data-dir", help="processed lake (default data/processed)")
     g.add_argument("--raw-dir", help="raw candles for the default data (data/raw/synthetic)")
@@ -69,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-grad-norm", help="clip the gradient norm to this")
     g.add_argument("--select-metric", help="val_loss (default) or val_macro_f1")
     g.add_argument("--log-every", help="print a batch line every N micro-batches")
+    g.add_argument(
+        "--micro-batch", help="samples per forward pass: auto (default), loader, or a number"
+    )
+    g.add_argument(
+        "--checkpoint-every-windows", help="write the resumable last checkpoint every N windows"
+    )
     g.add_argument("--seed", help="seed for init and shuffling")
     g.add_argument("--seq-len", help="bars per window")
     g.add_argument("--num-workers", help="DataLoader workers per process")

@@ -72,3 +72,35 @@ def sidecar_for(cfg: Config, data: Any, model: nn.Module) -> dict[str, Any]:
         "split": dataclasses.asdict(data.bounds),
         "config": cfg.to_dict(),
     }
+
+
+# Settings that do not change the trained parameters, so a resumed run may change them.
+_FREE_TO_CHANGE = {
+    "data": {"num_workers", "prefetch_factor", "synthetic_bars", "synthetic_seed", "bar_minutes"},
+    "train": {
+        "epochs",
+        "early_stopping_patience",
+        "log_every",
+        "micro_batch",
+        "checkpoint_every_windows",
+    },
+}
+
+
+def result_fingerprint(cfg: Config, data: Any) -> dict[str, Any]:
+    """Flat `section.key -> value` of everything that changes the result of a run.
+
+    A resumed run must match it: batch, accumulation, model, labels, split, seed and the
+    data itself (files and rows). Epochs, logging and the micro-batch (which does not
+    change the gradient) may differ.
+    """
+    values = cfg.to_dict()
+    flat = {
+        f"{section}.{key}": value
+        for section in ("label", "data", "model", "train")
+        for key, value in values[section].items()
+        if key not in _FREE_TO_CHANGE.get(section, set())
+    }
+    flat["lake.files"] = int(data.summary["files"])
+    flat["lake.rows"] = int(data.summary["rows"])
+    return flat

@@ -472,17 +472,19 @@ def main(argv: list[str] | None = None) -> int:
     device = device_for(world)
     init_process_group(world, device)
     try:
-        return _run(cfg, world, device)
+        return _run(cfg, world, device, args.resume)
+    except RunInterrupted as stop:
+        return stop.exit_code
     finally:
         destroy_process_group()
 
 
-def _run(cfg: Any, world: World, device: torch.device) -> int:
+def _run(cfg: Any, world: World, device: torch.device, resume: str | None) -> int:
     from src.data.dataloader import build_data
     from src.modelling import build
     from src.modelling.default_data import ensure_default_data
     from src.modelling.run_files import RunFilesLogger, RunPaths, TeeOutput
-    from src.modelling.run_header import run_header, sidecar_for
+    from src.modelling.run_header import result_fingerprint, run_header, sidecar_for
 
     paths = RunPaths.in_dir(cfg.paths.logs_dir)
     with TeeOutput(paths.log) if world.is_main else nullcontext():
@@ -493,10 +495,10 @@ def _run(cfg: Any, world: World, device: torch.device) -> int:
         model = build.build_model(cfg, data.index.num_features)
         optimizer = build.build_optimizer(cfg, model)
         logger = RunFilesLogger(paths, device) if world.is_main else NullLogger()
+        t = cfg.train
         try:
-            precision = make_precision(cfg.train.precision, device).mode
+            precision = make_precision(t.precision, device).mode
             logger.info(run_header(cfg, data, model, device, precision, world, paths))
-            t = cfg.train
             best = train(
                 model,
                 build.build_loss(cfg),
@@ -514,11 +516,21 @@ def _run(cfg: Any, world: World, device: torch.device) -> int:
                 max_nonfinite_windows=t.max_nonfinite_windows,
                 select_metric=t.select_metric,
                 log_every=t.log_every,
+                micro_batch=None if t.micro_batch == "loader" else t.micro_batch,
                 rank=world.rank,
                 world_size=world.world_size,
                 logger=logger,
                 sidecar=sidecar_for(cfg, data, model),
+                resume=resume,
+                checkpoint_every_windows=t.checkpoint_every_windows,
+                fingerprint=result_fingerprint(cfg, data),
             )
+        except RunInterrupted as stop:
+            logger.info(
+                f"[STOP] {stop}: the full training state is in {stop.last_path}; continue "
+                "with the same command and --resume auto"
+            )
+            raise
         finally:
             logger.close()
         logger.info(f"[DONE] log {paths.log} | metrics {paths.jsonl} | plot {paths.png}")
