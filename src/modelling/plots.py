@@ -76,7 +76,7 @@ def draw_history(records: list[dict[str, Any]], title: str = "") -> Any:
     ax_f1.plot(epochs, data["val_macro_f1"], "k-o", linewidth=2, label="macro-F1")
     for name in CLASS_NAMES:
         ax_f1.plot(epochs, data[f"recall_{name}"], "--", label=f"recall {name}")
-    ax_f1.set(title="Validation macro-F1 and recall", xlabel="epoch", ylim=(0, 1))
+    ax_f1.set(title="Validation macro-F1 and recall", xlabel="epoch", ylim=(-0.02, 1.02))
     for ax in (ax_loss, ax_acc, ax_f1):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -381,5 +381,5 @@ def make_run_logger(
         for t in trackers:
             t.close()
         raise
-    logger.log_params({**cfg.to_dict(), **(params or {})})
+    logger.log_params({**flatten_params(cfg.to_dict()), **flatten_params(params or {})})
     return logger

@@ -225,7 +225,8 @@ class MlflowTracker(RecordSink):
         finally:
             if error is None:
                 status = "FINISHED"
-            elif isinstance(error, KeyboardInterrupt):
+            elif isinstance(error, KeyboardInterrupt) or hasattr(error, "signum"):
+                # Ctrl-C, or the loop's RunInterrupted (SIGINT/SIGTERM, `last` was saved)
                 status = "KILLED"
             else:
                 status = "FAILED"

@@ -483,22 +483,33 @@ def _run(cfg: Any, world: World, device: torch.device, resume: str | None) -> in
     from src.data.dataloader import build_data
     from src.modelling import build
     from src.modelling.default_data import ensure_default_data
-    from src.modelling.run_files import RunFilesLogger, RunPaths, TeeOutput
+    from src.modelling.model import count_parameters
+    from src.modelling.run_files import RunPaths, TeeOutput, make_run_logger
     from src.modelling.run_header import result_fingerprint, run_header, sidecar_for
 
     paths = RunPaths.in_dir(cfg.paths.logs_dir)
     with TeeOutput(paths.log) if world.is_main else nullcontext():
-        ensure_default_data(cfg, world)
-        data = build_data(
-            cfg, rank=world.rank, world_size=world.world_size, pin_memory=device.type == "cuda"
-        )
-        model = build.build_model(cfg, data.index.num_features)
-        optimizer = build.build_optimizer(cfg, model)
-        logger = RunFilesLogger(paths, device) if world.is_main else NullLogger()
+        # First, so that a tracker whose extra is missing stops the run before any data work.
+        logger = make_run_logger(cfg, paths, device, is_main=world.is_main)
         t = cfg.train
         try:
+            ensure_default_data(cfg, world)
+            data = build_data(
+                cfg, rank=world.rank, world_size=world.world_size, pin_memory=device.type == "cuda"
+            )
+            model = build.build_model(cfg, data.index.num_features)
+            optimizer = build.build_optimizer(cfg, model)
             precision = make_precision(t.precision, device).mode
             logger.info(run_header(cfg, data, model, device, precision, world, paths))
+            logger.log_params(
+                {
+                    "run.device": str(device),
+                    "run.precision": precision,
+                    "run.world_size": world.world_size,
+                    "run.effective_batch": t.batch_size * t.accumulation_steps * world.world_size,
+                    "model.parameters": count_parameters(model),
+                }
+            )
             best = train(
                 model,
                 build.build_loss(cfg),
