@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # install the torch build they need (the project accepts torch>=2.4).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: train test lint install
+.PHONY: train test evaluate lint install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ train: install
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
+
+evaluate: install
+	$(PY) -m src.modelling.evaluate $(ARGS)
 
 lint: install
 	$(PY) -m ruff check src tests bench

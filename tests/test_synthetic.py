@@ -94,7 +94,9 @@ def test_default_label_mix_is_in_the_target_range(mode):
     )
     share = np.array(label_counts(out.label)) / out.label.size
     assert 0.70 <= share[0] <= 0.85, share
-    assert (share[1:] >= 0.02).all(), share
+    assert (share[1:3] >= 0.02).all(), share
+    # Constant volatility makes +1.6 % in two hours rare in random_walk, but not absent.
+    assert share[3] >= (0.02 if mode == "planted" else 0.0005), share
 
 
 def test_200k_bars_generate_fast():

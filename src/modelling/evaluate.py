@@ -304,6 +304,9 @@ def evaluate_checkpoint(
             f"{model.cfg.n_features}; evaluate on a lake prepared with the same features"
         )
 
+    # Fixed, chronological order for every split (train is built shuffled for training):
+    # the chance level shifts predictions along time.
+    getattr(data, split).shuffle = False
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = (sidecar.get("config") or {}).get("train", {}).get("class_weights")
     preds = predict(model, getattr(data, f"{split}_dl"), device=device, class_weights=weights)

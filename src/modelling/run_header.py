@@ -70,6 +70,10 @@ def sidecar_for(cfg: Config, data: Any, model: nn.Module) -> dict[str, Any]:
         "class_names": list(CLASS_NAMES),
         "bar_ms": data.index.bar_ms,
         "split": dataclasses.asdict(data.bounds),
+        "label_counts": {
+            split: [int(c) for c in counts]
+            for split, counts in data.summary["label_counts"].items()
+        },
         "config": cfg.to_dict(),
     }
 
