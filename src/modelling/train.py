@@ -98,7 +98,17 @@ def _dataset_of(loader: Any) -> Any:
     return getattr(loader, "dataset", loader)
 
 
-def _position_batches(loader: Iterable[Any], epoch: int, batches_done: int) -> Iterator[Any]:
+def _data_position(loader: Any, epoch: int, batches_done: int) -> dict[str, Any] | None:
+    """The streaming dataset's resumable position (None for a plain iterable)."""
+    dataset = _dataset_of(loader)
+    if not hasattr(dataset, "state_dict"):
+        return None
+    return {**dataset.state_dict(), "epoch": epoch, "batches": batches_done}
+
+
+def _position_batches(
+    loader: Iterable[Any], epoch: int, batches_done: int, saved: dict[str, Any] | None
+) -> Iterator[Any]:
     """An iterator over `loader` for `epoch`, past its first `batches_done` batches.
 
     A streaming dataset with `load_state_dict` jumps there without reading the consumed
@@ -108,7 +118,7 @@ def _position_batches(loader: Iterable[Any], epoch: int, batches_done: int) -> I
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     if batches_done and hasattr(dataset, "load_state_dict"):
-        dataset.load_state_dict({"epoch": epoch, "batches_consumed": batches_done})
+        dataset.load_state_dict(saved or {"epoch": epoch, "batches": batches_done})
         return iter(loader)
     return itertools.islice(iter(loader), batches_done, None)
 
@@ -311,6 +321,8 @@ class _Run:
         self.sidecar, self.fingerprint = sidecar or {}, fingerprint or {}
         self.select_metric = select_metric
         self.checkpoint_every_windows = checkpoint_every_windows
+        self.train_dl: Iterable[Any] | None = None
+        self.resumed_data_position: dict[str, Any] | None = None
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_last(self) -> None:
@@ -327,6 +339,9 @@ class _Run:
                 "scaler": loop.scaler.state_dict(),
                 "loop": dataclasses.asdict(loop.state),
                 "rng": capture_rng(),
+                "data": _data_position(
+                    self.train_dl, loop.state.epoch + 1, loop.state.batches_done
+                ),
                 "fingerprint": self.fingerprint,
             },
             during_write=loop.faults.maybe_kill_in_save,
@@ -373,6 +388,7 @@ class _Run:
         loop.scaler.load_state_dict(payload["scaler"])
         loop.state = LoopState(**payload["loop"])
         restore_rng(payload["rng"])
+        self.resumed_data_position = payload.get("data")
         st = loop.state
         where = (
             f"epoch {st.epoch + 1}, batch {st.batches_done}"
@@ -399,6 +415,7 @@ class _Run:
         patience: int | None,
     ) -> None:
         loop, st, logger = self.loop, self.loop.state, self.logger
+        self.train_dl = train_dl
         while st.epoch < num_epochs and not st.stopped_early:
             epoch = st.epoch + 1
             if st.batches_done == 0:
@@ -406,7 +423,10 @@ class _Run:
             logger.epoch_start(epoch, num_epochs, _length(train_dl))
             logger.phase_start("train", _length(train_dl))
             started = time.perf_counter() - st.epoch_seconds
-            batches = _position_batches(train_dl, epoch, st.batches_done)
+            batches = _position_batches(
+                train_dl, epoch, st.batches_done, self.resumed_data_position
+            )
+            self.resumed_data_position = None
             try:
                 loop.train_epoch(batches, epoch, on_window=self.after_window)
             finally:

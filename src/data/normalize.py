@@ -1,0 +1,154 @@
+"""Per-feature standardisation fitted on the training split only.
+
+`fit_normalizer` streams the rows of the training time range (timestamp < val_start)
+unit by unit and merges per-unit float64 moments (Chan et al.'s pairwise update), so
+it is exact to float64 precision without holding the split in memory and without the
+cancellation of a plain sum of squares. Validation and test rows never touch the
+statistics, which is what keeps evaluation honest. The statistics travel with the
+checkpoint through `to_dict()` / `from_dict()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from src.core import constants as C
+from src.core.errors import DataError
+from src.data.lake import FileCache, LakeIndex, column_ms, read_columns
+
+#: A feature whose standard deviation is below this is constant: it is divided by 1.
+STD_FLOOR = 1e-8
+
+
+@dataclass(eq=False)  # numpy fields: compare `to_dict()` instead
+class Normalizer:
+    """x -> (x - mean) / std per feature (float64 statistics, applied in float32)."""
+
+    feature_names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    n_rows: int = 0
+    """Training rows the statistics come from (0 for an identity normaliser)."""
+
+    def __post_init__(self) -> None:
+        self.feature_names = [str(n) for n in self.feature_names]
+        self.mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
+        self.std = np.asarray(self.std, dtype=np.float64).reshape(-1)
+        n = len(self.feature_names)
+        if self.mean.shape != (n,) or self.std.shape != (n,):
+            raise ValueError(f"normaliser needs {n} means and stds, got {self.mean.shape}")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all()):
+            raise ValueError("normaliser statistics must be finite")
+        if (self.std <= 0).any():
+            raise ValueError("normaliser std must be > 0")
+        # float32 copies: applying is a hot path, done once per loaded unit.
+        self._mean32 = self.mean.astype(np.float32)
+        self._inv_std32 = (1.0 / self.std).astype(np.float32)
+
+    @classmethod
+    def identity(cls, feature_names: list[str]) -> Normalizer:
+        n = len(feature_names)
+        return cls(feature_names, np.zeros(n), np.ones(n))
+
+    def apply_(self, x: np.ndarray) -> np.ndarray:
+        """Normalise a float32 (..., F) array in place and return it."""
+        np.subtract(x, self._mean32, out=x)
+        np.multiply(x, self._inv_std32, out=x)
+        return x
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """A normalised float32 copy of a (..., F) array."""
+        return self.apply_(np.array(x, dtype=np.float32, copy=True))
+
+    def check_features(self, feature_names: list[str], where: str) -> None:
+        """DataError when the data's features are not the ones the statistics were fitted on."""
+        if list(feature_names) != self.feature_names:
+            raise DataError(
+                f"{where}: features {list(feature_names)} differ from the normaliser's "
+                f"{self.feature_names} (from the checkpoint); evaluate on data prepared with "
+                "the same features"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form saved in the checkpoint sidecar."""
+        return {
+            "features": list(self.feature_names),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "n_rows": int(self.n_rows),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
+        try:
+            return cls(
+                list(data["features"]), data["mean"], data["std"], int(data.get("n_rows", 0))
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(
+                f"normalisation statistics are malformed ({err}); use a sidecar JSON written "
+                "by training"
+            ) from None
+
+
+@dataclass
+class _Moments:
+    """Running count, mean and sum of squared deviations per feature (float64)."""
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    def merge(self, x: np.ndarray) -> None:
+        """Fold a (rows, F) block in with Chan et al.'s pairwise update."""
+        m = len(x)
+        if m == 0:
+            return
+        x64 = x.astype(np.float64)
+        b_mean = x64.mean(axis=0)
+        b_m2 = ((x64 - b_mean) ** 2).sum(axis=0)
+        total = self.n + m
+        delta = b_mean - self.mean
+        self.mean = self.mean + delta * (m / total)
+        self.m2 = self.m2 + b_m2 + delta**2 * (self.n * m / total)
+        self.n = total
+
+
+def fit_normalizer(index: LakeIndex, cache: FileCache | None = None) -> Normalizer:
+    """Fit mean and std on every row with timestamp < val_start (the training time range).
+
+    Rows are streamed one unit at a time; only units that start before validation are
+    read. Raises DataError when there is no training row, or a feature is not finite.
+    """
+    cache = cache or FileCache()
+    names = index.feature_names
+    moments = _Moments(0, np.zeros(len(names)), np.zeros(len(names)))
+    units = index.units
+    val_start = index.bounds.val_start_ms
+    try:
+        for u in np.flatnonzero(units.first_ms < val_start):
+            lf = index.files[units.file[u]]
+            rg = int(units.row_group[u])
+            table = read_columns(cache.get(lf.path), lf.path, rg, [C.TIMESTAMP_COL, *names])
+            keep = column_ms(table, C.TIMESTAMP_COL) < val_start
+            block = np.stack([table.column(n).to_numpy() for n in names], axis=1)[keep]
+            if not np.isfinite(block).all():
+                col = names[int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])]
+                raise DataError(
+                    f"{lf.path}: column {col!r} has a non-finite value (NaN or inf) in row "
+                    f"group {rg}; features must be finite, re-run `python -m src.data.prepare`"
+                )
+            moments.merge(block)
+    finally:
+        cache.close()
+    if moments.n == 0:
+        raise DataError(
+            f"{index.data_dir}: the training split has no rows (validation starts at the "
+            "first bar); lower data.val_fraction/test_fraction or move data.val_start later"
+        )
+    std = np.sqrt(moments.m2 / moments.n)
+    std = np.where(std < STD_FLOOR, 1.0, std)
+    return Normalizer(list(names), moments.mean, std, moments.n)
