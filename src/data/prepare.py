@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from src.config import DataConfig, LabelConfig, PathsConfig
 from src.core import constants as C
-from src.core.errors import DataError, UserError, run_cli
+from src.core.errors import ArgumentParser, DataError, UserError, run_cli
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.labels import horizon_bars, label_counts, triple_barrier_labels
 from src.data.raw_io import RawCandles, iso_ms, read_raw_dir
@@ -355,7 +355,7 @@ def prepare_lake(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     paths, data, label = PathsConfig(), DataConfig(), LabelConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m src.data.prepare",
         description="Build the processed Parquet lake (causal features + labels) from raw candles.",
     )

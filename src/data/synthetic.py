@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from src.config import DataConfig
 from src.core import constants as C
-from src.core.errors import UserError, run_cli
+from src.core.errors import ArgumentParser, UserError, run_cli
 from src.data.prepare import month_slices, replace_dir, staging_dir
 
 Mode = Literal["planted", "random_walk"]
@@ -298,7 +298,7 @@ def _check_synthetic_target(out_dir: Path) -> None:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = DataConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m src.data.synthetic",
         description="Write synthetic raw candles, one Parquet file per symbol and month.",
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import MODEL_SIZES, PRESETS, Config, build_config
-from src.core.errors import UserError
+from src.core.errors import ArgumentParser, UserError
 
 # flag -> (section, field): each flag overrides one config field.
 FLAG_FIELDS: dict[str, tuple[str, str]] = {
@@ -40,7 +40,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m src.modelling.train",
         description="Train SAIMP on the processed Parquet lake and print the best checkpoint's "
         "path. With no arguments: generate the default synthetic data if missing, then train "

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from src.config import Config, DataConfig, TrainConfig
 from src.core import constants as C
-from src.core.errors import DataError, UserError, run_cli
+from src.core.errors import ArgumentParser, DataError, UserError, run_cli
 from src.modelling import report as rp
 from src.modelling.checkpoint import (
     CheckpointError,
@@ -356,15 +356,8 @@ def evaluate_checkpoint(
 # ---------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags become a `UserError`: one `error: ...` line and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see python -m src.modelling.evaluate --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m src.modelling.evaluate",
         description="Evaluate a best checkpoint on a split of the lake: per-class precision, "
         "recall and F1, macro-F1, balanced accuracy, confusion matrix, and the same numbers "

@@ -6,13 +6,13 @@ next to the JSONL, with the suffix `.png`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from src.core.constants import CLASS_NAMES
+from src.core.errors import ArgumentParser, UserError, run_cli
 
 PANELS = {
     "loss": ("train_loss", "val_loss"),
@@ -110,15 +110,13 @@ def plot_history(records: list[dict[str, Any]], png: Path, title: str = "") -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m src.modelling.plots",
         description="Redraw a run's PNG from its JSONL metrics file.",
     )
     p.add_argument("jsonl", type=Path, help="logs/train_run_{stamp}.jsonl")
     p.add_argument("png", type=Path, nargs="?", help="output (default: the JSONL's .png)")
     args = p.parse_args(argv)
-    from src.core.errors import UserError
-
     try:
         records = read_epoch_records(args.jsonl)
     except FileNotFoundError:
@@ -133,7 +131,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     import sys
-
-    from src.core.errors import run_cli
 
     sys.exit(run_cli(main))

@@ -114,6 +114,10 @@ class NullLogger:
     def epoch_end(self, record: dict[str, Any]) -> None:
         """An epoch ended; `record` holds its train and validation metrics."""
 
+    def history_restored(self, records: list[dict[str, Any]]) -> None:
+        """A resumed run starts: `records` are the epoch records of the run so far (what
+        `epoch_end` received before the interruption), so files and plots stay whole."""
+
     def close(self) -> None:
         """The run ended (normally or not): release files and trackers."""
 
@@ -175,6 +179,10 @@ class FanoutLogger(NullLogger):
     def info(self, message: str) -> None:
         for p in self.parts:
             p.info(message)
+
+    def history_restored(self, records: list[dict[str, Any]]) -> None:
+        for p in self.parts:
+            p.history_restored(records)
 
     def log_params(self, params: dict[str, Any]) -> None:
         for p in self.parts:

@@ -108,7 +108,12 @@ class RunPaths:
 
     @classmethod
     def in_dir(cls, logs_dir: Path, stamp: str | None = None) -> RunPaths:
-        base = Path(logs_dir) / f"train_run_{stamp or run_stamp()}"
+        """Paths for a new run; a second run started in the same second gets `_2`, `_3`..."""
+        name = f"train_run_{stamp or run_stamp()}"
+        base, n = Path(logs_dir) / name, 1
+        while base.with_suffix(".txt").exists() or base.with_suffix(".jsonl").exists():
+            n += 1
+            base = Path(logs_dir) / f"{name}_{n}"
         return cls(base.with_suffix(".txt"), base.with_suffix(".jsonl"), base.with_suffix(".png"))
 
     @property
@@ -298,6 +303,10 @@ class MetricsRecorder(NullLogger):
         self._flush()
         for sink in self.sinks:
             sink.checkpoint_saved(Path(path), _finite(record) if record is not None else None)
+
+    def history_restored(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._emit({"kind": "epoch", **record, "restored": True})
 
     def epoch_end(self, record: dict[str, Any]) -> None:
         self._flush()

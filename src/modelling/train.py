@@ -396,6 +396,7 @@ class _Run:
             else (f"the end of epoch {st.epoch}")
         )
         self.logger.info(f"[RESUME] continuing from {source} at {where}")
+        self.logger.history_restored([dict(r) for r in st.history])
 
     # -- epochs --------------------------------------------------------------------------
     def after_window(self, result: WindowResult) -> None:
