@@ -321,10 +321,9 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys, case: str, expected: st
     assert not out.exists()
 
 
-def test_unknown_flag_exits_non_zero():
-    with pytest.raises(SystemExit) as exc:
-        prepare.main(["--raw", "x", "--bogus"])
-    assert exc.value.code != 0
+def test_unknown_flag_exits_non_zero(capsys: pytest.CaptureFixture[str]):
+    assert run_cli(prepare.main, ["--raw", "x", "--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("error: unrecognized arguments: --bogus")
 
 
 def test_module_entry_point_prints_no_traceback(tmp_path: Path):
