@@ -253,7 +253,9 @@ def test_a_missing_extra_names_the_flag_and_creates_no_file(tmp_path, monkeypatc
 
 
 def test_mlflow_missing_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "mlflow", None)
+    # Hide the submodules too: an earlier test may have imported them already.
+    for name in ("mlflow", "mlflow.entities", "mlflow.exceptions", "mlflow.tracking"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"--mlflow .*pip install -e '\.\[mlflow\]'"):
         make_run_logger(make_cfg(tmp_path, mlflow=True), RunPaths.in_dir(tmp_path, "x"))
 

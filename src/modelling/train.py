@@ -365,6 +365,7 @@ class _Run:
         self.logger.info(
             f"   [CKPT] {self.select_metric} improved to {value:.4f}: saved {self.best_path}"
         )
+        self.logger.checkpoint_saved(self.best_path, record)
 
     def resume(self, resume: Path | str) -> None:
         """Load the `last` state ("auto": if there is one) into model, optimizer, loop."""
