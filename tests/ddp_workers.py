@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel
 
 from src.modelling.reporting import NullLogger
 from src.modelling.train import LoopState, train
@@ -34,10 +36,21 @@ def run_training(
     try:
         model = tiny_model(0)
         opt = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.3), momentum=0.9)
+        allreduce_calls = [0]
+        if world_size > 1:
+            # Count gradient all-reduces: DDP must sync once per window, not per micro-batch.
+            def counting_hook(_state, bucket):
+                allreduce_calls[0] += 1
+                return default_hooks.allreduce_hook(None, bucket)
+
+            wrapped = DistributedDataParallel(model)
+            wrapped.register_comm_hook(None, counting_hook)
+        else:
+            wrapped = model
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
         state = LoopState()
         train(
-            model,
+            wrapped,
             nn.CrossEntropyLoss(weight=WEIGHTS),
             opt,
             scheduler,
@@ -61,6 +74,8 @@ def run_training(
                 "best_epoch": state.best_epoch,
                 "epochs_run": state.epoch,
                 "optimizer_steps": state.optimizer_steps,
+                "windows": state.windows_done,
+                "allreduce_calls": allreduce_calls[0],
             },
             Path(out_dir) / f"rank{rank}.pt",
         )

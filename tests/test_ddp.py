@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch.multiprocessing as mp
 from src.modelling.checkpoint import load_state_dict_file
 from tests.ddp_workers import run_training
 from tests.helpers import make_batches, tiny_model
+from tests.test_train_cli import ROOT, SMALL, paths_args
 
 pytestmark = pytest.mark.ddp
 TIMEOUT_S = 120  # a hang fails the test instead of blocking CI
@@ -76,6 +79,8 @@ def test_two_ranks_equal_one_process_with_the_global_batch(accumulation_steps, t
     assert_params_close(ranks[0]["params"], single["params"])
     assert_params_close(ranks[1]["params"], ranks[0]["params"], tol=1e-7)
     assert ranks[0]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
+    # One gradient all-reduce per window (one bucket for this model), not per micro-batch.
+    assert ranks[0]["allreduce_calls"] == ranks[0]["windows"] == single["windows"]
     # Only rank 0 wrote the checkpoint, with plain (not `module.`) keys.
     state = load_state_dict_file(tmp_path / "two" / "best.pth")
     assert not any(k.startswith("module.") for k in state)
@@ -111,3 +116,26 @@ def test_schedule_best_and_stopping_epochs_agree_across_ranks(tmp_path):
         assert r["lr"] == single["lr"]
         assert r["best_epoch"] == single["best_epoch"]
         assert r["epochs_run"] == single["epochs_run"]
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_module_with_the_same_flags(tmp_path, tiny_lake):
+    """`torchrun -m src.modelling.train` on 2 CPU processes: gloo, rank 0 alone writes."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "src.modelling.train", *paths_args(tmp_path, tiny_lake), *SMALL,
+            "--epochs", "1",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = tmp_path / "data" / "saimp_best.pth"
+    assert result.stdout.splitlines().count(str(best)) == 1  # printed by rank 0 only
+    assert "2 process(es)" in result.stdout
+    assert len(list((tmp_path / "logs").glob("train_run_*.txt"))) == 1
+    assert not any(k.startswith("module.") for k in load_state_dict_file(best))
