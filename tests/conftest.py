@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic raw dataset and the lake `prepare` makes from it.
+"""Shared fixtures: one torch thread, a tiny synthetic raw dataset and its prepared lake.
 
 Both are built once per test session in a temporary directory. The dataset has
 `TINY_SYMBOLS` symbols of `TINY_BARS` 15-minute bars each (2024-01-01 onwards, so
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from src.config import LabelConfig
 from src.data.prepare import prepare_lake
@@ -22,6 +23,16 @@ TINY_BAR_MINUTES = 15
 TINY_SYMBOLS = 2
 TINY_SEED = 7
 TINY_ROW_GROUP_ROWS = 512
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread in the test process: the machine has 2 cores, and the DDP and
+    subprocess tests run beside it; two threads each oversubscribe them (~10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from src.modelling.model import SAIMP, SAIMPConfig
+from src.modelling.reporting import NullLogger
+from src.modelling.train import train
 
 WEIGHTS = torch.tensor([1.0, 10.0, 10.0, 20.0])
 T, F = 6, 5
@@ -38,3 +40,22 @@ def update_difference(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
     """Difference of the two updates relative to the size of the update itself."""
     va, vb, v0 = (torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (a, b, start))
     return float((va - vb).norm() / (vb - v0).norm())
+
+
+def sgd_train(model, batches, tmp_path, *, epochs=1, lr=0.3, loss=None, **kwargs):
+    """`train()` with plain SGD on in-memory batches (validating on the first two), fp32."""
+    kwargs.setdefault("logger", NullLogger())
+    train(
+        model,
+        loss or nn.CrossEntropyLoss(weight=WEIGHTS),
+        torch.optim.SGD(model.parameters(), lr=lr),
+        None,
+        batches,
+        batches[:2],
+        epochs,
+        precision="fp32",
+        device="cpu",
+        checkpoint_path=tmp_path / "best.pth",
+        **kwargs,
+    )
+    return model

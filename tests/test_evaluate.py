@@ -33,14 +33,6 @@ K = len(C.CLASS_NAMES)
 NAMES = C.CLASS_NAMES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------- by hand
 
 

@@ -12,27 +12,20 @@ from torch import nn
 from src.modelling.exact_loss import UnsupportedLossError, WindowLoss
 from src.modelling.reporting import NullLogger
 from src.modelling.train import LoopState, train
-from tests.helpers import WEIGHTS, make_batches, relative_difference, tiny_model, update_difference
+from tests.helpers import (
+    WEIGHTS,
+    make_batches,
+    relative_difference,
+    sgd_train,
+    tiny_model,
+    update_difference,
+)
 
 
 def train_accumulated(model, batches, accumulation_steps, tmp_path, loss=None):
-    loss = loss or nn.CrossEntropyLoss(weight=WEIGHTS)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    train(
-        model,
-        loss,
-        opt,
-        None,
-        batches,
-        batches[:1],
-        1,
-        accumulation_steps=accumulation_steps,
-        precision="fp32",
-        device="cpu",
-        checkpoint_path=tmp_path / "best.pth",
-        logger=NullLogger(),
+    return sgd_train(
+        model, batches, tmp_path, lr=0.5, loss=loss, accumulation_steps=accumulation_steps
     )
-    return model
 
 
 def train_whole_windows(model, batches, accumulation_steps, loss=None):

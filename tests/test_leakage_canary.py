@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from src.data import synthetic
 from src.data.prepare import prepare_lake
@@ -51,15 +50,6 @@ SMALL_RUN = [
     "--set", "model.d_ff=32",
     *SPLIT,
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, two threads run ~10x slower under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def inject_lookahead(lake: Path, column: str = "ret_60", bars: int = 60) -> None:

@@ -10,29 +10,15 @@ from torch import nn
 
 from src.modelling.faults import OOM_ENV
 from src.modelling.reporting import ConsoleLogger
-from src.modelling.train import LoopState, TrainingError, train
-from tests.helpers import WEIGHTS, make_batches, tiny_model, update_difference
+from src.modelling.train import LoopState, TrainingError
+from tests.helpers import make_batches, sgd_train, tiny_model, update_difference
 
 
-def run(model, batches, tmp_path, state=None, **kw):
-    opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    train(
-        model,
-        nn.CrossEntropyLoss(weight=WEIGHTS),
-        opt,
-        None,
-        batches,
-        batches[:2],
-        2,
-        accumulation_steps=2,
-        precision="fp32",
-        device="cpu",
-        checkpoint_path=tmp_path / "best.pth",
-        logger=ConsoleLogger(),
+def run(model, batches, tmp_path, state=None):
+    return sgd_train(
+        model, batches, tmp_path, epochs=2, accumulation_steps=2, logger=ConsoleLogger(),
         state=state,
-        **kw,
-    )
-    return model
+    )  # fmt: skip
 
 
 def test_injected_oom_on_the_third_window_halves_and_matches(tmp_path, monkeypatch, capsys):

@@ -171,16 +171,7 @@ def test_plots_cli_names_a_missing_file(tmp_path):
         plots_main([str(tmp_path / "nope.jsonl")])
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model trains far faster on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_real_training_writes_real_records(tmp_path, one_thread):
+def test_real_training_writes_real_records(tmp_path):
     batches = make_batches([[0, 1, 2, 3], [3, 2, 1, 0], [0, 0, 1, 1], [2, 2, 3, 3], [1, 2]], 1)
     paths = RunPaths.in_dir(tmp_path / "logs", "real")
     logger = make_run_logger(make_cfg(tmp_path, progress="lines"), paths, torch.device("cpu"))
