@@ -73,11 +73,3 @@ def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
-
-def broadcast_object(obj: object, world: World) -> object:
-    """Rank 0's value of `obj` on every rank."""
-    if not world.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
