@@ -61,9 +61,11 @@ import argparse
 import contextlib
 import io
 import logging
+import math
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,6 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.config import TrainConfig
 from src.modelling.model import SAIMP, SAIMPConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +93,9 @@ MODEL = SAIMPConfig(
 CLASS_WEIGHTS = (1.0, 10.0, 10.0, 20.0)
 LR, WEIGHT_DECAY = 1e-3, 1e-4
 VAL_SAMPLES = 256
+QUIET_CORES = 0.3
+"""A round is quiet when the rest of the machine used at most this many cores meanwhile;
+disturbed rounds are run again (a few at most) and the quietest are kept."""
 TIME_SLICE_S = 0.25
 """A contender hands over at the first window boundary after holding the turn this long.
 A handover costs the next contender a few ms (its OpenMP worker and vCPU wake up), so
@@ -199,12 +205,15 @@ class Lane:
 
     def __init__(self, baton: Baton, me: int, order: list[int]) -> None:
         self.baton, self.me, self.order = baton, me, order
+        self.parent = os.getppid()
         self.trained = self.held = 0.0
         self._clock: float | None = None
         self._turn_started = 0.0
 
     def wait(self) -> None:
-        self.baton.sems[self.me].acquire()
+        while not self.baton.sems[self.me].acquire(timeout=1.0):
+            if os.getppid() != self.parent:  # the coordinator is gone
+                os._exit(1)
         self._turn_started = time.perf_counter()
 
     def on(self) -> None:
@@ -474,9 +483,49 @@ class Round:
     samples: dict[str, int]
     trained: dict[str, float]
     held: dict[str, float]
+    foreign: float = 0.0
+    """Cores the rest of the machine used meanwhile (other processes, hypervisor steal)."""
 
     def samples_per_s(self, name: str) -> float:
         return self.samples[name] / self.trained[name]
+
+    @property
+    def quiet(self) -> bool:
+        return not self.foreign > QUIET_CORES
+
+
+class ForeignLoad:
+    """Cores the rest of the machine used while a block ran: /proc/stat busy time (steal
+    included) minus that of this process and the workers. NaN where /proc is missing."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self.procs = [psutil.Process(pid) for pid in [os.getpid(), *pids]]
+        self.cores = math.nan
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def _ours(self) -> float:
+        return sum(sum(p.cpu_times()[:4]) for p in self.procs)
+
+    def __enter__(self) -> ForeignLoad:
+        self._start = (time.perf_counter(), self._busy(), self._ours())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall0, busy0, ours0 = self._start
+        busy = self._busy()
+        if busy is not None and busy0 is not None:
+            wall = time.perf_counter() - wall0
+            self.cores = max(0.0, (busy - busy0) - (self._ours() - ours0)) / wall
 
 
 class NoLane:
@@ -505,6 +554,7 @@ def worker_main(slot: int, conn: Any, baton: Baton, threads: int, tmp: str) -> N
     ]
     ctx = Context(Path(tmp), threads, val)
     while (command := conn.recv()) is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler may linger
         kind, names, setup, samples, order, ckpt_every = command
         ctx.ckpt_every[setup] = ckpt_every
         batches = make_batches(setup, samples, seed=1)
@@ -532,12 +582,14 @@ class Workers:
     that a process's own luck (where its memory landed, which core it got) does not stick
     to one contender."""
 
-    def __init__(self, n: int, threads: int, tmp: Path) -> None:
+    def __init__(self, n: int, threads: int, tmp: Path, max_wait_s: float) -> None:
         mp = multiprocessing.get_context("spawn")
         self.baton = Baton(mp, n)
         self.procs = []
         self.conns = []
         self.notes: set[str] = set()
+        self.max_wait_s = max_wait_s
+        self.waited_s = 0.0
         for slot in range(n):
             parent, child = mp.Pipe()
             proc = mp.Process(
@@ -565,6 +617,23 @@ class Workers:
             conn.send(("warm", names, setup, samples, [], ckpt_every))
             self._recv(slot)
 
+    def wait_for_quiet(self) -> None:
+        """Before a round: while the rest of the machine is busy, wait (within the run's
+        budget of `max_wait_s`)."""
+        while self.max_wait_s > 0:
+            with ForeignLoad([p.pid for p in self.procs]) as load:
+                time.sleep(1.0)
+            if not load.cores > QUIET_CORES:
+                return
+            print(
+                f"  waiting: the rest of the machine uses {load.cores:.1f} cores",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(min(5.0, self.max_wait_s))
+            self.max_wait_s -= 6.0
+            self.waited_s += 6.0
+
     def round(
         self, setup: Setup, samples: int, order: list[str], shift: int, ckpt_every: int
     ) -> Round:
@@ -580,13 +649,15 @@ class Workers:
         for slot in turns:
             if self._recv(slot) != "ready":
                 raise RuntimeError(f"worker {slot} did not get ready")
-        self.baton.sems[turns[0]].release()
-        replies = {name: self._recv(slot) for name, slot in slots.items()}
+        with ForeignLoad([p.pid for p in self.procs]) as load:
+            self.baton.sems[turns[0]].release()
+            replies = {name: self._recv(slot) for name, slot in slots.items()}
         self.notes |= {note for r in replies.values() for note in r[3]}
         return Round(
             {n: r[1] for n, r in replies.items()},
             {n: r[2] for n, r in replies.items()},
             {n: r[4] for n, r in replies.items()},
+            load.cores,
         )
 
     def close(self) -> None:
@@ -605,6 +676,8 @@ class Result:
     samples: int
     steps: int
     rounds: list[Round]
+    """The rounds kept."""
+    rounds_run: int
     normaliser_us: float | None = None
 
     def values(self, name: str) -> list[float]:
@@ -662,20 +735,48 @@ def measure(
     batches = make_batches(setup, samples, seed=1)  # what every worker builds for itself
     n_steps = len(batches) // setup.steps
     workers.warm(setup, contenders, 2 * setup.batch * setup.steps, ckpt_every)
-    rounds = []
-    for r in range(repeats):
+    rounds: list[Round] = []
+    most = repeats + max(2, repeats // 2)
+    while len(rounds) < most and sum(r.quiet for r in rounds) < repeats:
+        r = len(rounds)
         shift = r % len(contenders)
         order = contenders[shift:] + contenders[:shift]
+        workers.wait_for_quiet()
         this = workers.round(setup, samples, order, r, ckpt_every)
         rounds.append(this)
         print(
-            f"  {setup.name}, round {r + 1}/{repeats}: "
+            f"  {setup.name}, round {r + 1} (other load {this.foreign:.2f} cores): "
             + ", ".join(f"{c} {this.samples_per_s(c):,.0f}" for c in contenders),
             file=sys.stderr,
             flush=True,
         )
+    # The `repeats` least disturbed rounds, in the order they ran.
+    kept = sorted(sorted(rounds, key=lambda r: r.foreign)[:repeats], key=rounds.index)
     normaliser = normaliser_microseconds(setup) if EXACT in contenders else None
-    return Result(setup, contenders, sum(len(b[1]) for b in batches), n_steps, rounds, normaliser)
+    return Result(
+        setup, contenders, sum(len(b[1]) for b in batches), n_steps, kept, len(rounds), normaliser
+    )
+
+
+def last_checkpoint_ms(tmp: Path, repeats: int = 9) -> float:
+    """Median time of writing one `last` checkpoint as train() does (model, AdamW state,
+    RNG; written to a temporary file, fsynced, then renamed)."""
+    from src.modelling.checkpoint import plain_state_dict
+    from src.modelling.train_state import capture_rng, save_training_state
+
+    model = fresh_model()
+    opt = adamw(model)
+    model(torch.randn(2, MODEL.seq_len, MODEL.n_features)).sum().backward()
+    opt.step()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        save_training_state(
+            tmp / "last.pth",
+            {"model": plain_state_dict(model), "optimizer": opt.state_dict(), "rng": capture_rng()},
+        )
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
 
 
 def time_commands(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
@@ -719,7 +820,8 @@ def machine_info(threads: int) -> str:
 def report(
     results: list[Result],
     cli_times: dict[str, list[float]] | None,
-    ckpt_every: dict[Setup, int],
+    ckpt_every: int,
+    save_ms: float,
     notes: set[str],
     threads: int,
     args: argparse.Namespace,
@@ -745,9 +847,8 @@ def report(
         f"worker runs every contender once), then {args.repeats} rounds in which the "
         f"contenders take turns in time slices of {TIME_SLICE_S} s.\n"
         "train(): log_every 100, console lines to a console file and the run log, JSONL + "
-        "PNG, a `last` checkpoint every "
-        + ", ".join(f"{ckpt_every[r.setup]} windows ({r.setup.name})" for r in results)
-        + " (inside the training time).\n\n"
+        f"PNG, a `last` checkpoint every {ckpt_every} windows (the default; inside the "
+        "training time when one falls due), best and last checkpoints at the epoch's end.\n\n"
     )
 
     w(f"Training samples/s, median over rounds (ratio to {PLAIN}):\n\n")
@@ -759,6 +860,13 @@ def report(
             m, ratio = r.median(c), r.ratio(c)
             cells.append(f"{m:,.0f} ({ratio:.2f})" if m and ratio else "-")
         w(f"| {c} | " + " | ".join(cells) + " |\n")
+    w(
+        "| rounds kept / run | "
+        + " | ".join(f"{len(r.rounds)} / {r.rounds_run}" for r in results)
+        + " |\n| other load in kept rounds, cores (max) | "
+        + " | ".join(f"{max(x.foreign for x in r.rounds):.2f}" for r in results)
+        + " |\n"
+    )
     w(
         f"\nratio: median over rounds of contender / {PLAIN}, trained through the same "
         "seconds (turns in time slices).\n"
@@ -814,6 +922,18 @@ def report(
                 s = r.fixed_seconds(c)
                 cells.append(f"{s:.2f}" if s is not None else "-")
             w(f"| {c} | " + " | ".join(cells) + " |\n")
+
+    if PINNED in contenders:
+        shares = []
+        for r in results:
+            step_ms = statistics.median(r.ms_per_step(PINNED))
+            shares.append(f"{r.setup.name} {save_ms / (ckpt_every * step_ms) * 100:.2f}%")
+        w(
+            f"\nOne `last` checkpoint (model, AdamW state, RNG; fsynced, renamed) takes "
+            f"{save_ms:.1f} ms; one every {ckpt_every} windows costs train(), pinned: "
+            + ", ".join(shares)
+            + " of its training time.\n"
+        )
 
     if cli_times:
         base = statistics.median(cli_times[TORCH_IMPORT])
@@ -877,10 +997,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ckpt-every",
         type=int,
-        help="train(): `last` checkpoint every N windows (default: once an epoch, at its end)",
+        default=TrainConfig().checkpoint_every_windows,
+        help="train(): a `last` checkpoint every N windows (default: the config's, %(default)s)",
     )
     p.add_argument("--cli-runs", type=int, help="runs of each start-up command (5; quick 2)")
     p.add_argument("--no-cli", action="store_true", help="skip the start-up timing")
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=240.0,
+        help="seconds the whole run may wait for the rest of the machine to quiet down "
+        "before rounds (%(default)s)",
+    )
     args = p.parse_args(argv)
     setups = args.configs or [Setup.parse(s) for s in DEFAULT_SETUPS]
     args.samples = args.samples or (300 if args.quick else 1500)
@@ -889,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 3:
         p.error("--repeats must be at least 3")
     torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # close the workers on the way out
     started = time.perf_counter()
 
     contenders = [c for c in CONTENDERS if c in args.contenders]
@@ -914,29 +1043,29 @@ def main(argv: list[str] | None = None) -> int:
         cli_times = time_commands(commands, args.cli_runs)
 
     results: list[Result] = []
-    ckpt_every: dict[Setup, int] = {}
     with tempfile.TemporaryDirectory(prefix="saimp_throughput_") as tmp:
         print("starting one worker process per contender", file=sys.stderr, flush=True)
-        pool = Workers(len(contenders), args.threads, Path(tmp))
+        pool = Workers(len(contenders), args.threads, Path(tmp), args.max_wait)
         try:
             for setup in setups:
                 windows = max(1, round(args.samples / (setup.batch * setup.steps)))
-                # A `last` checkpoint inside every measured epoch (after its last window):
-                # more often than the default (every 500 windows), so its cost is counted.
-                ckpt_every[setup] = args.ckpt_every or windows
                 print(f"{setup.name}: {windows} windows per epoch", file=sys.stderr, flush=True)
                 results.append(
-                    measure(setup, contenders, pool, args.samples, args.repeats, ckpt_every[setup])
+                    measure(setup, contenders, pool, args.samples, args.repeats, args.ckpt_every)
                 )
         finally:
             pool.close()
         notes |= pool.notes
+        if pool.waited_s:
+            notes.add(f"waited {pool.waited_s:.0f} s in all for other work to finish")
+        save_ms = last_checkpoint_ms(Path(tmp))
     minutes = (time.perf_counter() - started) / 60
     print(
         report(
             results,
             cli_times,
-            ckpt_every,
+            args.ckpt_every,
+            save_ms,
             notes,
             args.threads,
             args,
