@@ -36,6 +36,9 @@ class WindowLoss:
 
     def __init__(self, loss: nn.Module | object) -> None:
         self.loss = loss
+        # Class weights in fp64 per device: the loop reads labels on the host, and copying
+        # a CUDA weight tensor to the host on every window would synchronise the GPU.
+        self._weights: dict[torch.device, torch.Tensor] = {}
         if isinstance(loss, nn.CrossEntropyLoss | nn.NLLLoss):
             if loss.reduction not in ("mean", "sum"):
                 raise UnsupportedLossError(
@@ -84,6 +87,10 @@ class WindowLoss:
             keep = target != loss.ignore_index
             if loss.weight is None:
                 return keep.sum().to(torch.float64)
-            w = loss.weight.to(target.device, torch.float64)
+            w = self._weights.get(target.device)
+            if w is None:
+                w = self._weights[target.device] = loss.weight.detach().to(
+                    target.device, torch.float64
+                )
             return w[target[keep]].sum()
         return loss.normaliser(target).to(torch.float64)
