@@ -635,14 +635,12 @@ class Workers:
             self.waited_s += 6.0
 
     def round(
-        self, setup: Setup, samples: int, order: list[str], shift: int, ckpt_every: int
+        self, setup: Setup, samples: int, order: list[str], slots: dict[str, int], ckpt_every: int
     ) -> Round:
-        """`order[i]` runs on worker (i + shift) % n; turns go in `order`."""
-        n = len(self.conns)
-        slots = {name: (i + shift) % n for i, name in enumerate(order)}
+        """Contender `name` runs on worker `slots[name]`; turns go in `order`."""
         turns = [slots[name] for name in order]
         with self.baton.done.get_lock():
-            for slot in range(n):
+            for slot in range(len(self.conns)):
                 self.baton.done[slot] = 0 if slot in turns else 1
         for name, slot in slots.items():
             self.conns[slot].send(("run", [name], setup, samples, turns, ckpt_every))
@@ -741,8 +739,10 @@ def measure(
         r = len(rounds)
         shift = r % len(contenders)
         order = contenders[shift:] + contenders[:shift]
+        # Each round every contender moves to the next worker, and turns rotate too.
+        slots = {c: (i + r) % len(workers.conns) for i, c in enumerate(contenders)}
         workers.wait_for_quiet()
-        this = workers.round(setup, samples, order, r, ckpt_every)
+        this = workers.round(setup, samples, order, slots, ckpt_every)
         rounds.append(this)
         print(
             f"  {setup.name}, round {r + 1} (other load {this.foreign:.2f} cores): "

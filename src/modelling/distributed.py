@@ -72,4 +72,3 @@ def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     if world.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
