@@ -109,6 +109,9 @@ PINNED = "train(), pinned"
 AUTO = "train(), auto"
 LIGHTNING = "Lightning"
 CONTENDERS = (PLAIN, EXACT, ONE_PASS, PINNED, AUTO, LIGHTNING)
+CONTENDER_KEYS = dict(
+    zip(("plain", "exact", "one-pass", "pinned", "auto", "lightning"), CONTENDERS, strict=True)
+)
 
 TORCH_IMPORT = "python -c 'import torch'"
 HELP = "python -m src.modelling.train --help"
@@ -990,7 +993,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BxK:PREC",
         help=f"configurations (default: {' '.join(DEFAULT_SETUPS)})",
     )
-    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=list(CONTENDER_KEYS),
+        default=list(CONTENDER_KEYS),
+        help="which to run (default: all; the plain loop is always run, as the anchor)",
+    )
     p.add_argument("--samples", type=int, help="samples per contender and round (1500; quick 300)")
     p.add_argument("--repeats", type=int, help="measured rounds, at least 3 (5; quick 3)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2)")
@@ -1020,7 +1029,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # close the workers on the way out
     started = time.perf_counter()
 
-    contenders = [c for c in CONTENDERS if c in args.contenders]
+    chosen = {CONTENDER_KEYS[key] for key in args.contenders} | {PLAIN}
+    contenders = [c for c in CONTENDERS if c in chosen]
     notes: set[str] = set()
     if LIGHTNING in contenders:
         try:
