@@ -345,7 +345,7 @@ class Loop:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         norm = 0.0
         cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=self.device)
-        self.logger.phase_start("val", _length(val_dl))
+        self.logger.phase_start("val", loader_length(val_dl))
         for i, batch in enumerate(val_dl):
             norm += float(self.window_loss.normaliser(batch[1]))
             x = batch[0].to(self.device, non_blocking=True)
@@ -372,7 +372,8 @@ class Loop:
         }
 
 
-def _length(loader: Any) -> int | None:
+def loader_length(loader: Any) -> int | None:
+    """Batches per epoch when the loader knows it (the streaming loader does), else None."""
     try:
         return len(loader)
     except TypeError:

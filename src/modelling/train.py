@@ -27,7 +27,7 @@ from src.core.constants import DEFAULT_CHECKPOINT
 from src.modelling.checkpoint import plain_state_dict, save_best, unwrap
 from src.modelling.distributed import World
 from src.modelling.faults import Faults
-from src.modelling.loop import Loop, LoopState, TrainingError, WindowResult
+from src.modelling.loop import Loop, LoopState, TrainingError, WindowResult, loader_length
 from src.modelling.precision import make_precision
 from src.modelling.reporting import ConsoleLogger, NullLogger
 from src.modelling.train_state import (
@@ -121,13 +121,6 @@ def _position_batches(
         dataset.load_state_dict(saved or {"epoch": epoch, "batches": batches_done})
         return iter(loader)
     return itertools.islice(iter(loader), batches_done, None)
-
-
-def _length(loader: Any) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
 
 
 @contextmanager
@@ -266,6 +259,9 @@ def train(
     )
     if resume is not None:
         run.resume(resume)
+        if state is not None:  # the caller's object holds the resumed progress too
+            vars(state).update(vars(loop.state))
+            loop.state = state
     if loop.state.micro_batch is None and micro_batch is not None:
         loop.state.micro_batch = _pick_micro_batch(micro_batch, train_dl, accumulation_steps)
         if loop.state.micro_batch is not None:
@@ -422,8 +418,8 @@ class _Run:
             epoch = st.epoch + 1
             if st.batches_done == 0:
                 st.start_epoch()
-            logger.epoch_start(epoch, num_epochs, _length(train_dl))
-            logger.phase_start("train", _length(train_dl))
+            logger.epoch_start(epoch, num_epochs, loader_length(train_dl))
+            logger.phase_start("train", loader_length(train_dl))
             started = time.perf_counter() - st.epoch_seconds
             batches = _position_batches(
                 train_dl, epoch, st.batches_done, self.resumed_data_position
