@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
+from src.modelling.distributed import destroy_process_group
 from src.modelling.reporting import NullLogger
 from src.modelling.train import LoopState, train
 from tests.helpers import WEIGHTS, tiny_model
@@ -28,57 +29,70 @@ def run_training(
     """Train on this rank's batches and save parameters and loop state to out_dir/rank{r}.pt.
 
     With world_size 1 it runs without a process group: the single-process reference.
+    The process group is left as `python -m src.modelling.train` leaves it.
     """
     torch.set_num_threads(1)
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    finished = False
     try:
-        model = tiny_model(0)
-        opt = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.3), momentum=0.9)
-        allreduce_calls = [0]
-        if world_size > 1:
-            # Count gradient all-reduces: DDP must sync once per window, not per micro-batch.
-            def counting_hook(_state, bucket):
-                allreduce_calls[0] += 1
-                return default_hooks.allreduce_hook(None, bucket)
-
-            wrapped = DistributedDataParallel(model)
-            wrapped.register_comm_hook(None, counting_hook)
-        else:
-            wrapped = model
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-        state = LoopState()
-        train(
-            wrapped,
-            nn.CrossEntropyLoss(weight=WEIGHTS),
-            opt,
-            scheduler,
-            train_batches[rank],
-            val_batches[rank],
-            kwargs.pop("epochs", 2),
-            precision="fp32",
-            device="cpu",
-            rank=rank,
-            world_size=world_size,
-            checkpoint_path=Path(out_dir) / "best.pth",
-            logger=NullLogger(),
-            state=state,
-            **kwargs,
-        )
-        torch.save(
-            {
-                "params": [p.detach().clone() for p in model.parameters()],
-                "lr": [r["lr"] for r in state.history],
-                "val_loss": [r["val_loss"] for r in state.history],
-                "best_epoch": state.best_epoch,
-                "epochs_run": state.epoch,
-                "optimizer_steps": state.optimizer_steps,
-                "windows": state.windows_done,
-                "allreduce_calls": allreduce_calls[0],
-            },
-            Path(out_dir) / f"rank{rank}.pt",
-        )
+        _train_and_save(rank, world_size, train_batches, val_batches, kwargs, out_dir)
+        finished = True
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        destroy_process_group(finished)
+
+
+def _train_and_save(
+    rank: int,
+    world_size: int,
+    train_batches: list[list],
+    val_batches: list[list],
+    kwargs: dict,
+    out_dir: str,
+) -> None:
+    model = tiny_model(0)
+    opt = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.3), momentum=0.9)
+    allreduce_calls = [0]
+    if world_size > 1:
+        # Count gradient all-reduces: DDP must sync once per window, not per micro-batch.
+        def counting_hook(_state, bucket):
+            allreduce_calls[0] += 1
+            return default_hooks.allreduce_hook(None, bucket)
+
+        wrapped = DistributedDataParallel(model)
+        wrapped.register_comm_hook(None, counting_hook)
+    else:
+        wrapped = model
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    state = LoopState()
+    train(
+        wrapped,
+        nn.CrossEntropyLoss(weight=WEIGHTS),
+        opt,
+        scheduler,
+        train_batches[rank],
+        val_batches[rank],
+        kwargs.pop("epochs", 2),
+        precision="fp32",
+        device="cpu",
+        rank=rank,
+        world_size=world_size,
+        checkpoint_path=Path(out_dir) / "best.pth",
+        logger=NullLogger(),
+        state=state,
+        **kwargs,
+    )
+    torch.save(
+        {
+            "params": [p.detach().clone() for p in model.parameters()],
+            "lr": [r["lr"] for r in state.history],
+            "val_loss": [r["val_loss"] for r in state.history],
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "optimizer_steps": state.optimizer_steps,
+            "windows": state.windows_done,
+            "allreduce_calls": allreduce_calls[0],
+        },
+        Path(out_dir) / f"rank{rank}.pt",
+    )

@@ -489,12 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     world = World.from_env()
     device = device_for(world)
     init_process_group(world, device)
+    finished = False
     try:
-        return _run(cfg, world, device, args.resume)
+        code = _run(cfg, world, device, args.resume)
+        finished = True
+        return code
     except RunInterrupted as stop:
         return stop.exit_code
     finally:
-        destroy_process_group()
+        destroy_process_group(finished)
 
 
 def _run(cfg: Any, world: World, device: torch.device, resume: str | None) -> int:
