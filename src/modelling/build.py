@@ -35,8 +35,20 @@ def build_loss(cfg: Config) -> nn.CrossEntropyLoss:
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one for every parameter's device.
+
+    The default on CPU is a Python loop over tensors: about 2 ms per step for the CPU
+    model, against 0.2 ms fused (bench/README.md), which is most of the optimizer's share
+    of a small window. Fused and looped AdamW agree to float rounding, not bitwise.
+    """
+    fusable = all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters()
+    )
     return torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        model.parameters(),
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        fused=True if fusable else None,
     )
 
 
