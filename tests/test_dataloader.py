@@ -217,10 +217,15 @@ def test_normaliser_uses_training_rows_only(tmp_path: Path, lake: Path, norm: No
     assert Normalizer.from_dict(norm.to_dict()).to_dict() == norm.to_dict()
 
 
-@pytest.mark.parametrize(("workers", "persistent"), [(0, False), (2, False), (2, True)])
+@pytest.mark.parametrize(
+    ("workers", "persistent", "bundle"),
+    [(0, False, None), (2, False, 16), (2, True, 16), (2, False, 2), (2, True, 3)],
+)
 def test_resume_yields_exactly_the_remaining_batches(
-    index: LakeIndex, norm: Normalizer, workers: int, persistent: bool, monkeypatch
+    index: LakeIndex, norm: Normalizer, workers: int, persistent: bool, bundle, monkeypatch
 ) -> None:
+    if bundle:  # workers fork after this, so they see it
+        monkeypatch.setattr(D, "RECIPES_PER_ITEM", bundle)
     real_read = D.read_unit
     full_ds = dataset(index, norm, world_size=2, rank=1)
     full_ds.set_epoch(1)
@@ -281,9 +286,12 @@ def _units_of(index: LakeIndex, ids: list[int]) -> set[int]:
     return out
 
 
+@pytest.mark.parametrize("bundle", [1, 2, 4, 16])
 def test_a_plain_dataloader_gets_whole_batches_from_its_workers(
-    index: LakeIndex, norm: Normalizer, ref: Reference
+    index: LakeIndex, norm: Normalizer, ref: Reference, bundle: int, monkeypatch
 ) -> None:
+    """...in the order `make_loader` gives them, whatever its workers' bundles of recipes."""
+    monkeypatch.setattr(D, "RECIPES_PER_ITEM", bundle)
     ds = dataset(index, norm, "train")
     ds.set_epoch(2)
     plain = epoch_ids(DataLoader(ds, batch_size=None, num_workers=2), ref, norm)

@@ -22,7 +22,9 @@ How an epoch is produced (see `src.data.sharding` for the pure parts):
   features) per unit it draws from, straight into a fresh contiguous tensor. With
   `StreamingLoader` workers, the workers read and normalise units and send each unit
   once plus small per-batch "recipes", and the gather runs in the main process: that
-  costs it far less than receiving a finished batch through shared memory.
+  costs it far less than receiving a finished batch through shared memory. Recipes
+  travel in bundles of up to `RECIPES_PER_ITEM`, and the loader puts them back into
+  the one-batch round-robin order of the workers, so the order does not depend on it.
 
 Position and resume: `state_dict()` is `{"epoch", "batches"}` plus the layout it is
 valid for (split, world size, workers, batches per epoch). `load_state_dict()` makes
@@ -37,6 +39,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +57,12 @@ from src.data.split import SPLITS, SplitBounds, iso, split_index
 log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, ...]
+
+RECIPES_PER_ITEM = 16
+"""Batch recipes a `StreamingLoader` worker sends per DataLoader item. Each item has a
+fixed cost (worker loop, queue, pipe, pickling: about 0.25 ms here), which one item per
+batch paid for every batch; a bundle pays it once per 16. Bounded, so that units reach
+the main process at most 16 batches before they are needed."""
 
 
 @dataclass
@@ -101,7 +110,7 @@ def _segment_from_tensors(features: torch.Tensor, meta: torch.Tensor) -> _Segmen
 
 @dataclass
 class _Recipe:
-    """One batch as a DataLoader worker sends it to a `StreamingLoader`.
+    """One batch as a DataLoader worker describes it to a `StreamingLoader`.
 
     Shipping a finished batch costs the main process a shared-memory tensor per batch
     (about 0.5 ms each, whatever its size), more than building it. A recipe instead
@@ -337,17 +346,26 @@ class StreamingWindowDataset(IterableDataset):
         finally:
             cache.close()
 
-    def _recipes(self, epoch: int, skip: int, num_workers: int, worker: int) -> Iterator[_Recipe]:
-        """In a worker of a `StreamingLoader`: read and normalise units, send recipes."""
+    def _recipes(
+        self, epoch: int, skip: int, num_workers: int, worker: int
+    ) -> Iterator[list[_Recipe]]:
+        """In a worker of a `StreamingLoader`: read and normalise units, send bundles of
+        recipes (in this worker's order)."""
         cache = FileCache()
         try:
             logical, plans, load = self._plans(epoch, skip, num_workers, worker, cache)
             sent: set[int] = set()
+            bundle: list[_Recipe] = []
             for plan in plans:
                 new = {seg: load(seg) for seg, _ in plan.groups if seg not in sent}
                 sent.update(new)
                 sent.difference_update(plan.released)
-                yield _Recipe(logical, new, plan.groups, plan.released)
+                bundle.append(_Recipe(logical, new, plan.groups, plan.released))
+                if len(bundle) == RECIPES_PER_ITEM:
+                    yield bundle
+                    bundle = []
+            if bundle:
+                yield bundle
         finally:
             cache.close()
 
@@ -447,13 +465,21 @@ class StreamingLoader(DataLoader):
             yield from ds
             return
         ds._begin_iteration(self.num_workers, recipes=True)
-        segments: dict[int, dict[int, _Segment]] = {}  # per worker, as its recipes say
-        for recipe in super().__iter__():
-            held = segments.setdefault(recipe.worker, {})
-            held.update(recipe.new)
-            batch = ds._gather(recipe.groups, recipe.released, held, self.pin)
-            ds._position += 1
-            yield batch
+        segments: dict[int, dict[int, _Segment]] = defaultdict(dict)  # per worker
+        waiting: dict[int, deque[_Recipe]] = defaultdict(deque)  # per worker, in its order
+        for bundle in super().__iter__():
+            waiting[bundle[0].worker].extend(bundle)
+            # Batch k of the epoch is worker k % num_workers's (see `sharding`): hand out
+            # batches in that order, whatever order the bundles arrived in.
+            while queue := waiting[ds._position % self.num_workers]:
+                recipe = queue.popleft()
+                held = segments[recipe.worker]
+                held.update(recipe.new)
+                batch = ds._gather(recipe.groups, recipe.released, held, self.pin)
+                ds._position += 1
+                yield batch
+        if any(waiting.values()):
+            raise RuntimeError("loader workers sent batches out of the round-robin order")
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
