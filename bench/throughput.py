@@ -8,7 +8,10 @@ Every contender trains the same model (SAIMP: 16 features, seq 64, d_model 64, 4
 2 layers, d_ff 128, dropout 0.1), from the same initial weights, with the same optimizer
 (AdamW, lr 1e-3, weight decay 1e-4) and loss (CrossEntropyLoss, class weights
 1/10/10/20), on the same data: in-memory random tensors cut into batches beforehand, so
-that no loader is measured (the loader has its own benchmark, `bench.loader`).
+that no loader is measured (the loader has its own benchmark, `bench.loader`). The
+train() contenders get AdamW as the trainer builds it (`build_optimizer`: torch's fused
+kernel), the others `torch.optim.AdamW(...)` as a user writes it (a loop over tensors on
+CPU); the report gives both step times, and `--optimizer same` gives train() the user's.
 
 Contenders:
 
@@ -177,7 +180,17 @@ def class_weights() -> torch.Tensor:
 
 
 def adamw(module: nn.Module) -> torch.optim.AdamW:
+    """AdamW as a user writes it: torch's default kernel (a loop over tensors on CPU)."""
     return torch.optim.AdamW(module.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def trainer_adamw(module: nn.Module) -> torch.optim.AdamW:
+    """AdamW as `python -m src.modelling.train` builds it (`build_optimizer`: fused)."""
+    from src.config import build_config
+    from src.modelling.build import build_optimizer
+
+    cfg = build_config(overrides={"train": {"lr": LR, "weight_decay": WEIGHT_DECAY}})
+    return build_optimizer(cfg, module)
 
 
 # -- taking turns ----------------------------------------------------------------------------
@@ -302,6 +315,8 @@ class Context:
     tmp: Path
     threads: int
     val: list[Any]
+    trainer_optimizer: bool = True
+    """train() contenders use the optimizer the trainer builds (fused AdamW), not `adamw`."""
     ckpt_every: dict[Setup, int] = field(default_factory=dict)
     notes: set[str] = field(default_factory=set)
 
@@ -375,7 +390,7 @@ def ours(micro_batch: str) -> Runner:
         from src.modelling.train import LoopState, train
 
         model = fresh_model()
-        opt = adamw(model)
+        opt = trainer_adamw(model) if ctx.trainer_optimizer else adamw(model)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
         state = LoopState()
         with tempfile.TemporaryDirectory(dir=ctx.tmp) as d:
@@ -541,7 +556,9 @@ class NoLane:
     def boundary(self) -> None: ...
 
 
-def worker_main(slot: int, conn: Any, baton: Baton, threads: int, tmp: str) -> None:
+def worker_main(
+    slot: int, conn: Any, baton: Baton, threads: int, tmp: str, trainer_optimizer: bool
+) -> None:
     """A worker process: runs contenders' epochs on command until it receives None."""
     devnull = open(os.devnull, "w")  # noqa: SIM115  (Lightning's tips; errors go to conn)
     sys.stdout = sys.stderr = devnull
@@ -555,7 +572,7 @@ def worker_main(slot: int, conn: Any, baton: Baton, threads: int, tmp: str) -> N
         )
         for _ in range(VAL_SAMPLES // 64)
     ]
-    ctx = Context(Path(tmp), threads, val)
+    ctx = Context(Path(tmp), threads, val, trainer_optimizer)
     while (command := conn.recv()) is not None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler may linger
         kind, names, setup, samples, order, ckpt_every = command
@@ -585,7 +602,9 @@ class Workers:
     that a process's own luck (where its memory landed, which core it got) does not stick
     to one contender."""
 
-    def __init__(self, n: int, threads: int, tmp: Path, max_wait_s: float) -> None:
+    def __init__(
+        self, n: int, threads: int, tmp: Path, max_wait_s: float, trainer_optimizer: bool
+    ) -> None:
         mp = multiprocessing.get_context("spawn")
         self.baton = Baton(mp, n)
         self.procs = []
@@ -597,7 +616,7 @@ class Workers:
             parent, child = mp.Pipe()
             proc = mp.Process(
                 target=worker_main,
-                args=(slot, child, self.baton, threads, str(tmp)),
+                args=(slot, child, self.baton, threads, str(tmp), trainer_optimizer),
                 name=f"bench-worker-{slot}",
                 daemon=True,
             )
@@ -691,6 +710,14 @@ class Result:
             if name in r.samples and PLAIN in r.samples
         ]
 
+    def paired(self, name: str, other: str) -> list[float]:
+        """Per-round speed of `name` over `other` (both trained through the same seconds)."""
+        return [
+            r.samples_per_s(name) / r.samples_per_s(other)
+            for r in self.rounds
+            if name in r.samples and other in r.samples
+        ]
+
     def median(self, name: str) -> float | None:
         values = self.values(name)
         return statistics.median(values) if values else None
@@ -761,6 +788,27 @@ def measure(
     )
 
 
+def optimizer_step_ms(rounds: int = 7, steps: int = 100) -> dict[str, float]:
+    """Median ms of one AdamW step on the bench model: the plain loop's (`adamw`) beside the
+    trainer's (`trainer_adamw`), alternated round by round."""
+    builders = {"plain loop's AdamW": adamw, "trainer's AdamW (fused)": trainer_adamw}
+    optimizers = {}
+    for name, build in builders.items():
+        model = fresh_model()
+        for param in model.parameters():
+            param.grad = torch.randn_like(param)
+        optimizers[name] = build(model)
+    times: dict[str, list[float]] = {name: [] for name in builders}
+    for _ in range(rounds):
+        for name, opt in optimizers.items():
+            opt.step()  # warm
+            t = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            times[name].append((time.perf_counter() - t) / steps)
+    return {name: statistics.median(v) * 1e3 for name, v in times.items()}
+
+
 def last_checkpoint_ms(tmp: Path, repeats: int = 9) -> float:
     """Median time of writing one `last` checkpoint as train() does (model, AdamW state,
     RNG; written to a temporary file, fsynced, then renamed)."""
@@ -825,6 +873,7 @@ def report(
     cli_times: dict[str, list[float]] | None,
     ckpt_every: int,
     save_ms: float,
+    adamw_ms: dict[str, float],
     notes: set[str],
     threads: int,
     args: argparse.Namespace,
@@ -938,6 +987,18 @@ def report(
             + " of its training time.\n"
         )
 
+    w(
+        "\nOne AdamW step on this model, median ms (alternated): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in adamw_ms.items())
+        + ". train() contenders use "
+        + (
+            "the trainer's (as `python -m src.modelling.train` does); the others the plain "
+            "loop's.\n"
+            if args.optimizer == "trainer"
+            else "the plain loop's, like every contender (--optimizer same).\n"
+        )
+    )
+
     if cli_times:
         base = statistics.median(cli_times[TORCH_IMPORT])
         w(f"\nStart-up, fresh process, median of {args.cli_runs} runs (commands alternated):\n\n")
@@ -966,7 +1027,19 @@ def targets(results: list[Result], cli_times: dict[str, list[float]] | None) -> 
         for label, mine in ((PINNED, pinned), (AUTO, auto)):
             if mine is not None and light is not None:
                 verdict = "met" if mine >= light else "MISSED"
-                lines.append(f"{name}: {label} {mine:.2f} vs Lightning {light:.2f}: {verdict}")
+                vs = r.paired(label, LIGHTNING)
+                lines.append(
+                    f"{name}: {label} {mine:.2f} vs Lightning {light:.2f}: {verdict} (per round, "
+                    f"{label} / Lightning: median {statistics.median(vs):.2f}, "
+                    f"{min(vs):.2f}-{max(vs):.2f})"
+                )
+        if r.setup.steps == 1 and pinned is not None and auto is not None:
+            # With K = 1 both run the same micro-batch: their gap is this run's noise.
+            same = r.paired(AUTO, PINNED)
+            lines.append(
+                f"{name}: noise floor: {AUTO} / {PINNED} (the same work at K = 1) per round: "
+                f"median {statistics.median(same):.2f}, {min(same):.2f}-{max(same):.2f}"
+            )
         if auto is not None and r.setup.steps > 1:
             verdict = "met" if auto >= 1.5 else "MISSED"
             ceiling = r.ratio(ONE_PASS)
@@ -1008,6 +1081,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=TrainConfig().checkpoint_every_windows,
         help="train(): a `last` checkpoint every N windows (default: the config's, %(default)s)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=("trainer", "same"),
+        default="trainer",
+        help="train()'s optimizer: the one the trainer builds (fused AdamW; default), or the "
+        "plain loop's AdamW, to see the loop's own cost",
     )
     p.add_argument("--cli-runs", type=int, help="runs of each start-up command (5; quick 2)")
     p.add_argument("--no-cli", action="store_true", help="skip the start-up timing")
@@ -1055,7 +1135,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="saimp_throughput_") as tmp:
         print("starting one worker process per contender", file=sys.stderr, flush=True)
-        pool = Workers(len(contenders), args.threads, Path(tmp), args.max_wait)
+        pool = Workers(
+            len(contenders), args.threads, Path(tmp), args.max_wait, args.optimizer == "trainer"
+        )
         try:
             for setup in setups:
                 windows = max(1, round(args.samples / (setup.batch * setup.steps)))
@@ -1069,6 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         if pool.waited_s:
             notes.add(f"waited {pool.waited_s:.0f} s in all for other work to finish")
         save_ms = last_checkpoint_ms(Path(tmp))
+    adamw_ms = optimizer_step_ms()
     minutes = (time.perf_counter() - started) / 60
     print(
         report(
@@ -1076,6 +1159,7 @@ def main(argv: list[str] | None = None) -> int:
             cli_times,
             args.ckpt_every,
             save_ms,
+            adamw_ms,
             notes,
             args.threads,
             args,
