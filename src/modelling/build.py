@@ -37,9 +37,9 @@ def build_loss(cfg: Config) -> nn.CrossEntropyLoss:
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.AdamW:
     """AdamW with the fused kernel where torch has one for every parameter's device.
 
-    The default on CPU is a Python loop over tensors: about 2 ms per step for the CPU
-    model, against 0.2 ms fused (bench/README.md), which is most of the optimizer's share
-    of a small window. Fused and looped AdamW agree to float rounding, not bitwise.
+    The default on CPU is a Python loop over tensors: about 1 ms per step for the
+    benchmark model, against 0.2 ms fused (bench/README.md), most of the optimizer's
+    share of a small window. Fused and looped AdamW agree to float rounding, not bitwise.
     """
     fusable = all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters()
