@@ -7,6 +7,8 @@ many batches per epoch, and two units in flight make the shuffle buffer matter.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader
 from src.config import Config, DataConfig, PathsConfig, TrainConfig
 from src.core.errors import DataError
 from src.data import dataloader as D
+from src.data import normalize as N
 from src.data.dataloader import (
     StreamingWindowDataset,
     build_data,
@@ -215,6 +218,65 @@ def test_normaliser_uses_training_rows_only(tmp_path: Path, lake: Path, norm: No
     np.testing.assert_allclose(norm.std[:2], rows.std(axis=0)[:2], rtol=1e-12)
     assert norm.std[2] == 1.0 and norm.n_rows == len(rows)
     assert Normalizer.from_dict(norm.to_dict()).to_dict() == norm.to_dict()
+
+
+def _fit_on_ranks(index: LakeIndex, world_size: int) -> list[Normalizer | Exception]:
+    """`fit_normalizer` on `world_size` threads standing in for ranks, with an all-gather
+    that blocks like the real one (a rank that never arrives breaks it after 10 s)."""
+    barrier = threading.Barrier(world_size, timeout=10)
+    slots: list = [None] * world_size
+
+    def rank_body(rank: int) -> Normalizer | Exception:
+        def gather(obj):
+            slots[rank] = obj
+            barrier.wait()
+            out = list(slots)
+            barrier.wait()  # no rank overwrites its slot before every rank has read
+            return out
+
+        try:
+            return fit_normalizer(index, rank=rank, world_size=world_size, gather=gather)
+        except Exception as err:  # returned, so the test sees every rank's outcome
+            return err
+
+    with ThreadPoolExecutor(world_size) as pool:
+        return list(pool.map(rank_body, range(world_size)))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_share_the_normaliser_fit_and_get_identical_statistics(
+    index: LakeIndex, norm: Normalizer, world_size: int, monkeypatch
+) -> None:
+    reads: list[int] = []
+    real = N.read_columns
+
+    def counted(*args, **kw):
+        reads.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(N, "read_columns", counted)
+    fit_normalizer(index)
+    alone = len(reads)
+    reads.clear()
+    fitted = _fit_on_ranks(index, world_size)
+    # Bit-identical to one process on every rank, and every unit read once in all.
+    assert [f.to_dict() for f in fitted] == [norm.to_dict()] * world_size
+    assert len(reads) == alone > world_size
+
+
+def test_a_bad_value_in_one_ranks_share_stops_every_rank(tmp_path: Path, lake: Path) -> None:
+    # One NaN, in the lake's first row: only the rank that reads that unit finds it.
+    first = min(
+        pq.read_table(path).column("timestamp").cast(pa.int64()).to_numpy().min()
+        for path in lake.glob("*.parquet")
+    )
+    _rewrite_rows(lake, tmp_path / "nan", lambda ts, x: np.where(ts == first, np.nan, x))
+    bad = scan(tmp_path / "nan", standard_bounds(lake))
+    with pytest.raises(DataError, match="non-finite"):
+        fit_normalizer(bad)  # the row is in the training range
+    outcomes = _fit_on_ranks(bad, 2)
+    assert all(isinstance(o, DataError) for o in outcomes), outcomes
+    assert str(outcomes[0]) == str(outcomes[1]) and ".parquet" in str(outcomes[0])
 
 
 @pytest.mark.parametrize(

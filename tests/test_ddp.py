@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from src.data.lake import scan_lake_for
+from src.data.normalize import fit_normalizer
 from src.modelling.checkpoint import load_state_dict_file
+from src.modelling.cli import build_parser, config_from_args
 from tests.ddp_workers import run_training
 from tests.helpers import make_batches, tiny_model
 from tests.test_train_cli import ROOT, SMALL, paths_args
@@ -139,3 +143,9 @@ def test_torchrun_runs_the_module_with_the_same_flags(tmp_path, tiny_lake):
     assert "2 process(es)" in result.stdout
     assert len(list((tmp_path / "logs").glob("train_run_*.txt"))) == 1
     assert not any(k.startswith("module.") for k in load_state_dict_file(best))
+    # Each rank fitted the normaliser on half the training units: the same statistics,
+    # to the bit, as one process fitting all of them.
+    args = build_parser().parse_args([*paths_args(tmp_path, tiny_lake), *SMALL])
+    alone = fit_normalizer(scan_lake_for(config_from_args(args).data, tiny_lake))
+    sidecar = json.loads(best.with_suffix(".json").read_text())
+    assert sidecar["normalizer"] == alone.to_dict()

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from src.core.errors import DataError
 from src.data import sharding
 from src.data.lake import FileCache, LakeIndex, read_unit, scan_lake_for
-from src.data.normalize import Normalizer, fit_normalizer
+from src.data.normalize import Gather, Normalizer, fit_normalizer
 from src.data.split import SPLITS, SplitBounds, iso, split_index
 
 log = logging.getLogger(__name__)
@@ -535,18 +535,21 @@ def build_data(
     pin_memory: bool = False,
     splits: tuple[str, ...] = SPLITS,
     normalizer: Normalizer | None = None,
+    gather: Gather | None = None,
 ) -> DataBundle:
     """Scan the lake in cfg.paths.data_dir and build a dataset and loader per requested split.
 
     Statistics are fitted on the training rows unless `normalizer` is given (evaluating
-    a checkpoint). Raises DataError when a requested split has no windows.
+    a checkpoint); with several ranks each reads its share of those rows and `gather`
+    (an all-gather of objects across ranks) combines them. Raises DataError when a
+    requested split has no windows.
     """
     for s in splits:
         split_index(s)
     dc = cfg.data
     index = scan_lake_for(dc, cfg.paths.data_dir)
     if normalizer is None:
-        normalizer = fit_normalizer(index)
+        normalizer = fit_normalizer(index, rank=rank, world_size=world_size, gather=gather)
     bundle = DataBundle(index=index, bounds=index.bounds, normalizer=normalizer)
     for split in splits:
         ds = StreamingWindowDataset(

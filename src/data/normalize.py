@@ -10,6 +10,7 @@ checkpoint through `to_dict()` / `from_dict()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,36 +103,80 @@ class _Moments:
     mean: np.ndarray
     m2: np.ndarray
 
-    def merge(self, x: np.ndarray) -> None:
-        """Fold a (rows, F) block in with Chan et al.'s pairwise update."""
-        m = len(x)
-        if m == 0:
-            return
+    @classmethod
+    def of_block(cls, x: np.ndarray) -> _Moments:
         x64 = x.astype(np.float64)
-        b_mean = x64.mean(axis=0)
-        b_m2 = ((x64 - b_mean) ** 2).sum(axis=0)
-        total = self.n + m
-        delta = b_mean - self.mean
-        self.mean = self.mean + delta * (m / total)
-        self.m2 = self.m2 + b_m2 + delta**2 * (self.n * m / total)
+        mean = x64.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+        return cls(len(x), mean, ((x64 - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: _Moments) -> None:
+        """Fold another block's moments in with Chan et al.'s pairwise update."""
+        if other.n == 0:
+            return
+        total = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.n / total)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / total)
         self.n = total
 
 
-def fit_normalizer(index: LakeIndex, cache: FileCache | None = None) -> Normalizer:
+#: Gathers one picklable object from every rank and returns them in rank order.
+Gather = Callable[[Any], list[Any]]
+
+
+def fit_normalizer(
+    index: LakeIndex,
+    cache: FileCache | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
+) -> Normalizer:
     """Fit mean and std on every row with timestamp < val_start (the training time range).
 
     Rows are streamed one unit at a time; only units that start before validation are
-    read. Raises DataError when there is no training row, or a feature is not finite.
+    read. With `world_size > 1`, rank r reads only every world_size-th of those units
+    and `gather` (an all-gather across ranks) brings every unit's moments to every rank,
+    which merges them in unit order: the same statistics, to the bit, as one process
+    reading every unit, for a world_size-th of the reading per rank (without `gather`,
+    every rank reads every unit). Raises DataError (on every rank) when there is no
+    training row or a feature is not finite.
     """
-    cache = cache or FileCache()
+    if gather is None:  # no way to combine shares: read every unit here
+        rank, world_size = 0, 1
     names = index.feature_names
-    moments = _Moments(0, np.zeros(len(names)), np.zeros(len(names)))
-    units = index.units
-    val_start = index.bounds.val_start_ms
+    train_units = np.flatnonzero(index.units.first_ms < index.bounds.val_start_ms)
+    mine = train_units[rank::world_size]
     try:
-        for u in np.flatnonzero(units.first_ms < val_start):
-            lf = index.files[units.file[u]]
-            rg = int(units.row_group[u])
+        part: list[_Moments] | str = _unit_moments(index, mine, cache or FileCache())
+    except DataError as err:
+        part = str(err)  # every rank must reach the gather, then all raise it
+    parts = gather(part) if world_size > 1 else [part]
+    for got in parts:
+        if isinstance(got, str):
+            raise DataError(got)
+    moments = _Moments(0, np.zeros(len(names)), np.zeros(len(names)))
+    for i in range(len(train_units)):  # unit order, whatever the number of ranks
+        moments.merge(parts[i % world_size][i // world_size])
+    if moments.n == 0:
+        raise DataError(
+            f"{index.data_dir}: the training split has no rows (validation starts at the "
+            "first bar); lower data.val_fraction/test_fraction or move data.val_start later"
+        )
+    std = np.sqrt(moments.m2 / moments.n)
+    std = np.where(std < STD_FLOOR, 1.0, std)
+    return Normalizer(list(names), moments.mean, std, moments.n)
+
+
+def _unit_moments(index: LakeIndex, units: np.ndarray, cache: FileCache) -> list[_Moments]:
+    """Moments of the training-range rows of each unit, in the order given."""
+    names = index.feature_names
+    val_start = index.bounds.val_start_ms
+    out = []
+    try:
+        for u in units:
+            lf = index.files[index.units.file[u]]
+            rg = int(index.units.row_group[u])
             table = read_columns(cache.get(lf.path), lf.path, rg, [C.TIMESTAMP_COL, *names])
             keep = column_ms(table, C.TIMESTAMP_COL) < val_start
             block = np.stack([table.column(n).to_numpy() for n in names], axis=1)[keep]
@@ -141,14 +186,7 @@ def fit_normalizer(index: LakeIndex, cache: FileCache | None = None) -> Normaliz
                     f"{lf.path}: column {col!r} has a non-finite value (NaN or inf) in row "
                     f"group {rg}; features must be finite, re-run `python -m src.data.prepare`"
                 )
-            moments.merge(block)
+            out.append(_Moments.of_block(block))
     finally:
         cache.close()
-    if moments.n == 0:
-        raise DataError(
-            f"{index.data_dir}: the training split has no rows (validation starts at the "
-            "first bar); lower data.val_fraction/test_fraction or move data.val_start later"
-        )
-    std = np.sqrt(moments.m2 / moments.n)
-    std = np.where(std < STD_FLOOR, 1.0, std)
-    return Normalizer(list(names), moments.mean, std, moments.n)
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,6 +77,15 @@ def destroy_process_group(finished: bool = False) -> None:
     if finished:
         dist.barrier()
     dist.destroy_process_group()
+
+
+def all_gather_objects(obj: Any, world: World) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from src.core.constants import DEFAULT_CHECKPOINT
 from src.modelling.checkpoint import plain_state_dict, save_best, unwrap
-from src.modelling.distributed import World
+from src.modelling.distributed import World, all_gather_objects
 from src.modelling.faults import Faults
 from src.modelling.loop import Loop, LoopState, TrainingError, WindowResult, loader_length
 from src.modelling.precision import make_precision
@@ -516,7 +517,11 @@ def _run(cfg: Any, world: World, device: torch.device, resume: str | None) -> in
         try:
             ensure_default_data(cfg, world)
             data = build_data(
-                cfg, rank=world.rank, world_size=world.world_size, pin_memory=device.type == "cuda"
+                cfg,
+                rank=world.rank,
+                world_size=world.world_size,
+                pin_memory=device.type == "cuda",
+                gather=partial(all_gather_objects, world=world),
             )
             model = build.build_model(cfg, data.index.num_features)
             optimizer = build.build_optimizer(cfg, model)
