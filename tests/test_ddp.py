@@ -17,7 +17,7 @@ from src.modelling.checkpoint import load_state_dict_file
 from src.modelling.cli import build_parser, config_from_args
 from tests.ddp_workers import run_training
 from tests.helpers import make_batches, tiny_model
-from tests.test_train_cli import ROOT, SMALL, paths_args
+from tests.test_train_cli import ENV, SMALL, paths_args
 
 pytestmark = pytest.mark.ddp
 TIMEOUT_S = 120  # a hang fails the test instead of blocking CI
@@ -132,7 +132,7 @@ def test_torchrun_runs_the_module_with_the_same_flags(tmp_path, tiny_lake):
             "--epochs", "1",
         ],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

@@ -15,12 +15,11 @@ import torch
 from src.modelling.faults import KILL_IN_SAVE_ENV
 from src.modelling.plots import figure_data, read_epoch_records
 from src.modelling.train_state import load_training_state
-from tests.test_train_cli import ROOT, SMALL, paths_args, run_train
+from tests.test_train_cli import ENV, SMALL, paths_args, run_train
 
 pytestmark = pytest.mark.slow
 
 RUN = [*SMALL, "--epochs", "2", "--accumulation-steps", "3", "--checkpoint-every-windows", "4"]
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 
 
 def start(tmp_path: Path, lake: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:

@@ -17,6 +17,8 @@ from src.modelling.model import SAIMP, SAIMPConfig
 from src.modelling.plots import read_epoch_records
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The environment of every training subprocess: the repository importable, one thread.
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 #: A small model and short windows: each epoch of the tiny lake takes about a second.
 SMALL = [
     "--seq-len", "16",
@@ -35,7 +37,7 @@ def run_train(*args: str, cwd: Path, timeout: float = 180) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "src.modelling.train", *args],
         cwd=cwd,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -69,8 +69,8 @@ def destroy_process_group(finished: bool = False) -> None:
     `finished=True` (every rank ran to the end): first a barrier, so that no rank tears
     down its gloo connections while a peer may still be finishing its last collective.
     Without it, a rank of a 2-rank gloo test run died at teardown (SIGABRT, "terminate
-    called without an active exception") about once in fifty launches; with it, none did
-    in 160. Not on an error path, where a peer may never reach the barrier.
+    called without an active exception") once in about 50 launches; with it, none did in
+    130. Not on an error path, where a peer may never reach the barrier.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
