@@ -24,9 +24,10 @@ Contenders:
   forward pass (K > 1 only): the most that `auto` can reach on this model.
 - train(), pinned: our `train()` with everything on: exact accumulation, the run's logger
   (console lines written to a console file and to the run's log, as `TeeOutput` does,
-  the JSONL/PNG writer), a `last` checkpoint inside the epoch, validation, best and last
-  checkpoints at its end; one forward pass per loader batch (`micro_batch` = the batch
-  size, as `--micro-batch 3`).
+  the JSONL/PNG writer), a `last` checkpoint every `--ckpt-every` windows (the
+  default, 500, is more than an epoch here, so none falls inside the training time),
+  validation, best and last checkpoints at the epoch's end; one forward pass per loader
+  batch (`micro_batch` = the batch size B, as `--micro-batch B`).
 - train(), auto: the same with `micro_batch="auto"` (the whole window in one pass).
 - Lightning: `Trainer` with `accumulate_grad_batches=K`, progress bar, logger,
   checkpointing and model summary off, over `DataLoader(batches, batch_size=None)`;
@@ -46,16 +47,21 @@ memory landed) does not stick to one contender.
 
 A contender's training time is the time it held the turn between its first batch and
 the end of its last window: for train(), from the first batch it reads to the end of its
-last window, with its per-window logging and the `last` checkpoint; for Lightning, from
+last window, with its per-window logging (and a `last` checkpoint when one falls due);
+for Lightning, from
 its first batch to `on_train_epoch_end`. Set-up, validation and end-of-epoch work run in
 turn too but are counted apart, as a fixed cost per epoch. A handover costs the next
 contender a few ms (its OpenMP worker and vCPU wake up), about 2% of a slice, alike for
 all, so absolute figures sit slightly below a lone process's.
 
 Each configuration starts with a warm-up (every worker runs every contender once on two
-windows), then runs `--repeats` rounds, the order of turns rotated between rounds. The
+windows), then runs rounds, the order of turns rotated between rounds: before each it
+waits (within `--max-wait`) for the rest of the machine to quiet down, and it keeps the
+`--repeats` least disturbed rounds of at most `--repeats` + max(2, repeats // 2). The
 table gives the median samples/s and the median of the per-round ratios to
-"plain, loss/K", then the spread of those ratios.
+"plain, loss/K", then the spread of those ratios. The report also times one `last`
+checkpoint, one AdamW step of each kind, and the start-up of `--help` beside
+`import torch`, and checks the targets of the speed issue.
 """
 
 from __future__ import annotations
@@ -86,15 +92,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.config import TrainConfig
+from src.config import build_config
+from src.modelling import build
 from src.modelling.model import SAIMP, SAIMPConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = SAIMPConfig(
     n_features=16, seq_len=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.1
 )
-CLASS_WEIGHTS = (1.0, 10.0, 10.0, 20.0)
-LR, WEIGHT_DECAY = 1e-3, 1e-4
+TRAINER_CFG = build_config()  # the `quick` preset, as `python -m src.modelling.train` runs
+CLASS_WEIGHTS = TRAINER_CFG.train.class_weights  # 1/10/10/20
+LR, WEIGHT_DECAY = TRAINER_CFG.train.lr, TRAINER_CFG.train.weight_decay  # 1e-3, 1e-4
 VAL_SAMPLES = 256
 QUIET_CORES = 0.3
 """A round is quiet when the rest of the machine used at most this many cores meanwhile;
@@ -157,9 +165,14 @@ class Batches(list):
         self.batch_size = batch_size
 
 
+def windows_per_epoch(setup: Setup, samples: int) -> int:
+    """Whole windows of `steps` batches of `batch` samples making about `samples` in all."""
+    return max(1, round(samples / (setup.batch * setup.steps)))
+
+
 def make_batches(setup: Setup, samples: int, seed: int = 0) -> Batches:
-    """Whole windows of `steps` batches of `batch` samples, about `samples` in all."""
-    n = max(1, round(samples / (setup.batch * setup.steps))) * setup.steps
+    """`windows_per_epoch` windows of `steps` batches of `batch` random samples."""
+    n = windows_per_epoch(setup, samples) * setup.steps
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, setup.batch, MODEL.seq_len, MODEL.n_features, generator=g)
     y = torch.randint(0, len(CLASS_WEIGHTS), (n, setup.batch), generator=g)
@@ -186,11 +199,7 @@ def adamw(module: nn.Module) -> torch.optim.AdamW:
 
 def trainer_adamw(module: nn.Module) -> torch.optim.AdamW:
     """AdamW as `python -m src.modelling.train` builds it (`build_optimizer`: fused)."""
-    from src.config import build_config
-    from src.modelling.build import build_optimizer
-
-    cfg = build_config(overrides={"train": {"lr": LR, "weight_decay": WEIGHT_DECAY}})
-    return build_optimizer(cfg, module)
+    return build.build_optimizer(TRAINER_CFG, module)
 
 
 # -- taking turns ----------------------------------------------------------------------------
@@ -313,7 +322,6 @@ class Context:
     """What the contenders share within one run."""
 
     tmp: Path
-    threads: int
     val: list[Any]
     trainer_optimizer: bool = True
     """train() contenders use the optimizer the trainer builds (fused AdamW), not `adamw`."""
@@ -391,7 +399,7 @@ def ours(micro_batch: str) -> Runner:
 
         model = fresh_model()
         opt = trainer_adamw(model) if ctx.trainer_optimizer else adamw(model)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+        scheduler = build.build_scheduler(TRAINER_CFG, opt)
         state = LoopState()
         with tempfile.TemporaryDirectory(dir=ctx.tmp) as d:
             paths = RunPaths.in_dir(Path(d) / "logs")
@@ -407,7 +415,7 @@ def ours(micro_batch: str) -> Runner:
                 try:
                     train(
                         model,
-                        nn.CrossEntropyLoss(weight=class_weights()),
+                        build.build_loss(TRAINER_CFG),
                         opt,
                         scheduler,
                         TurnBatches(batches, setup.steps, lane),
@@ -572,7 +580,7 @@ def worker_main(
         )
         for _ in range(VAL_SAMPLES // 64)
     ]
-    ctx = Context(Path(tmp), threads, val, trainer_optimizer)
+    ctx = Context(Path(tmp), val, trainer_optimizer)
     while (command := conn.recv()) is not None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler may linger
         kind, names, setup, samples, order, ckpt_every = command
@@ -693,7 +701,6 @@ class Workers:
 class Result:
     setup: Setup
     contenders: list[str]
-    samples: int
     steps: int
     rounds: list[Round]
     """The rounds kept."""
@@ -704,11 +711,7 @@ class Result:
         return [r.samples_per_s(name) for r in self.rounds if name in r.samples]
 
     def ratios(self, name: str) -> list[float]:
-        return [
-            r.samples_per_s(name) / r.samples_per_s(PLAIN)
-            for r in self.rounds
-            if name in r.samples and PLAIN in r.samples
-        ]
+        return self.paired(name, PLAIN)
 
     def paired(self, name: str, other: str) -> list[float]:
         """Per-round speed of `name` over `other` (both trained through the same seconds)."""
@@ -742,7 +745,7 @@ def normaliser_microseconds(setup: Setup) -> float:
     from src.modelling.exact_loss import WindowLoss
 
     window_loss = WindowLoss(nn.CrossEntropyLoss(weight=class_weights()))
-    labels = [y for _, y in windows_of(make_batches(setup, setup.batch * setup.steps), 99)[0]]
+    labels = [y for _, y in make_batches(setup, setup.batch * setup.steps)]  # one window
     best = min(
         timeit.repeat(
             lambda: sum(float(window_loss.normaliser(y)) for y in labels), number=200, repeat=5
@@ -760,8 +763,7 @@ def measure(
     ckpt_every: int,
 ) -> Result:
     contenders = [c for c in contenders if not (c == ONE_PASS and setup.steps == 1)]
-    batches = make_batches(setup, samples, seed=1)  # what every worker builds for itself
-    n_steps = len(batches) // setup.steps
+    n_steps = windows_per_epoch(setup, samples)
     workers.warm(setup, contenders, 2 * setup.batch * setup.steps, ckpt_every)
     rounds: list[Round] = []
     most = repeats + max(2, repeats // 2)
@@ -783,9 +785,7 @@ def measure(
     # The `repeats` least disturbed rounds, in the order they ran.
     kept = sorted(sorted(rounds, key=lambda r: r.foreign)[:repeats], key=rounds.index)
     normaliser = normaliser_microseconds(setup) if EXACT in contenders else None
-    return Result(
-        setup, contenders, sum(len(b[1]) for b in batches), n_steps, kept, len(rounds), normaliser
-    )
+    return Result(setup, contenders, n_steps, kept, len(rounds), normaliser)
 
 
 def optimizer_step_ms(rounds: int = 7, steps: int = 100) -> dict[str, float]:
@@ -793,11 +793,11 @@ def optimizer_step_ms(rounds: int = 7, steps: int = 100) -> dict[str, float]:
     trainer's (`trainer_adamw`), alternated round by round."""
     builders = {"plain loop's AdamW": adamw, "trainer's AdamW (fused)": trainer_adamw}
     optimizers = {}
-    for name, build in builders.items():
+    for name, make in builders.items():
         model = fresh_model()
         for param in model.parameters():
             param.grad = torch.randn_like(param)
-        optimizers[name] = build(model)
+        optimizers[name] = make(model)
     times: dict[str, list[float]] = {name: [] for name in builders}
     for _ in range(rounds):
         for name, opt in optimizers.items():
@@ -1079,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ckpt-every",
         type=int,
-        default=TrainConfig().checkpoint_every_windows,
+        default=TRAINER_CFG.train.checkpoint_every_windows,
         help="train(): a `last` checkpoint every N windows (default: the config's, %(default)s)",
     )
     p.add_argument(
@@ -1140,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             for setup in setups:
-                windows = max(1, round(args.samples / (setup.batch * setup.steps)))
+                windows = windows_per_epoch(setup, args.samples)
                 print(f"{setup.name}: {windows} windows per epoch", file=sys.stderr, flush=True)
                 results.append(
                     measure(setup, contenders, pool, args.samples, args.repeats, args.ckpt_every)
