@@ -126,7 +126,6 @@ Gather = Callable[[Any], list[Any]]
 
 def fit_normalizer(
     index: LakeIndex,
-    cache: FileCache | None = None,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -148,7 +147,7 @@ def fit_normalizer(
     train_units = np.flatnonzero(index.units.first_ms < index.bounds.val_start_ms)
     mine = train_units[rank::world_size]
     try:
-        part: list[_Moments] | str = _unit_moments(index, mine, cache or FileCache())
+        part: list[_Moments] | str = _unit_moments(index, mine, FileCache())
     except DataError as err:
         part = str(err)  # every rank must reach the gather, then all raise it
     parts = gather(part) if world_size > 1 else [part]
