@@ -22,8 +22,8 @@ Contenders:
   the labels before the first backward pass): what exact accumulation costs by itself.
 - plain, 1 pass/window: the plain loop with each window's micro-batches joined into one
   forward pass (K > 1 only): the most that `auto` can reach on this model.
-- train(), pinned: our `train()` with everything on: exact accumulation, the run's logger
-  (console lines written to a console file and to the run's log, as `TeeOutput` does,
+- train(), pinned: our `train()` with everything on: exact accumulation, the run's hooks
+  (console lines written to a console file and to the run's log, as `saimp train` does,
   the JSONL/PNG writer), a `last` checkpoint every `--ckpt-every` windows (the
   default, 500, is more than an epoch here, so none falls inside the training time),
   validation, best and last checkpoints at the epoch's end; one forward pass per loader
@@ -93,8 +93,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.config import build_config
-from src.modelling import build
 from src.modelling.model import SAIMP, SAIMPConfig
+from src.modelling.training import components
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = SAIMPConfig(
@@ -199,7 +199,7 @@ def adamw(module: nn.Module) -> torch.optim.AdamW:
 
 def trainer_adamw(module: nn.Module) -> torch.optim.AdamW:
     """AdamW as `python -m src.modelling.train` builds it (`build_optimizer`: fused)."""
-    return build.build_optimizer(TRAINER_CFG, module)
+    return components.build_optimizer(TRAINER_CFG, module)
 
 
 # -- taking turns ----------------------------------------------------------------------------
@@ -390,51 +390,59 @@ def plain(**kind: bool) -> Runner:
 
 
 def ours(micro_batch: str) -> Runner:
-    """Our `train()`, one epoch, with the logger and files of `python -m src.modelling.train`."""
+    """Our `train()` (its `Trainer`), one epoch, with the hooks and files of `saimp train`."""
 
     def run(batches: Batches, setup: Setup, ctx: Context, lane: Lane) -> int:
-        from src.modelling.reporting import ConsoleLogger
-        from src.modelling.run_files import RunFilesLogger, RunPaths, TeeOutput
-        from src.modelling.train import LoopState, train
+        from src.config import TrainConfig
+        from src.core.logs import log_file, setup_console
+        from src.modelling.observability.console import ConsoleHooks
+        from src.modelling.observability.run_files import RunFilesHooks, RunPaths
+        from src.modelling.train import CheckpointManager, Trainer
 
         model = fresh_model()
         opt = trainer_adamw(model) if ctx.trainer_optimizer else adamw(model)
-        scheduler = build.build_scheduler(TRAINER_CFG, opt)
-        state = LoopState()
+        scheduler = components.build_scheduler(TRAINER_CFG, opt)
+        config = TrainConfig(
+            accumulation_steps=setup.steps,
+            precision=setup.precision,
+            log_every=100,
+            micro_batch=str(setup.batch) if micro_batch == "pinned" else micro_batch,
+        )
         with tempfile.TemporaryDirectory(dir=ctx.tmp) as d:
             paths = RunPaths.in_dir(Path(d) / "logs")
-            # As `python -m src.modelling.train` runs: console lines, teed to the run's log
+            # As `saimp train` runs: console lines through logging, and the run's log file
             # (the console is a file here).
+            setup_console()
             with (
                 open(Path(d) / "console.txt", "w", buffering=1, encoding="utf-8") as console,
                 contextlib.redirect_stdout(console),
                 contextlib.redirect_stderr(console),
-                TeeOutput(paths.log),
+                log_file(paths.log),
             ):
-                logger = RunFilesLogger(paths, torch.device("cpu"), console=ConsoleLogger())
+                hooks = RunFilesHooks(paths, torch.device("cpu"), console=ConsoleHooks())
+                checkpoints = CheckpointManager(
+                    Path(d) / "best.pth",
+                    sidecar={"bench": "throughput"},
+                    fingerprint={"bench": "throughput"},
+                    every_windows=ctx.ckpt_every[setup],
+                )
                 try:
-                    train(
-                        model,
-                        build.build_loss(TRAINER_CFG),
-                        opt,
-                        scheduler,
-                        TurnBatches(batches, setup.steps, lane),
-                        ctx.val,
-                        1,
-                        accumulation_steps=setup.steps,
-                        precision=setup.precision,
-                        device="cpu",
-                        checkpoint_path=Path(d) / "best.pth",
-                        log_every=100,
-                        micro_batch=setup.batch if micro_batch == "pinned" else micro_batch,
-                        logger=logger,
-                        state=state,
-                        checkpoint_every_windows=ctx.ckpt_every[setup],
-                        sidecar={"bench": "throughput"},
-                        fingerprint={"bench": "throughput"},
+                    state = (
+                        Trainer(
+                            model,
+                            components.build_loss(TRAINER_CFG),
+                            opt,
+                            scheduler,
+                            config=config,
+                            checkpoints=checkpoints,
+                            hooks=hooks,
+                            device="cpu",
+                        )
+                        .fit(TurnBatches(batches, setup.steps, lane), ctx.val, 1)
+                        .state
                     )
                 finally:
-                    logger.close()
+                    hooks.close()
         if micro_batch == "auto" and state.micro_batch != setup.batch * setup.steps:
             ctx.notes.add(f"auto ran {state.micro_batch} samples per pass at {setup.name}")
         return state.history[-1]["train_samples"]
@@ -742,7 +750,7 @@ class Result:
 def normaliser_microseconds(setup: Setup) -> float:
     """What train() computes from a window's labels before its first forward pass:
     `WindowLoss.normaliser` of each micro-batch, summed on the host (timeit, best of 5)."""
-    from src.modelling.exact_loss import WindowLoss
+    from src.modelling.training.exact_loss import WindowLoss
 
     window_loss = WindowLoss(nn.CrossEntropyLoss(weight=class_weights()))
     labels = [y for _, y in make_batches(setup, setup.batch * setup.steps)]  # one window
@@ -812,8 +820,9 @@ def optimizer_step_ms(rounds: int = 7, steps: int = 100) -> dict[str, float]:
 def last_checkpoint_ms(tmp: Path, repeats: int = 9) -> float:
     """Median time of writing one `last` checkpoint as train() does (model, AdamW state,
     RNG; written to a temporary file, fsynced, then renamed)."""
-    from src.modelling.checkpoint import plain_state_dict
-    from src.modelling.train_state import capture_rng, save_training_state
+    from src.modelling.checkpointing.files import plain_state_dict
+
+    from src.modelling.checkpointing.last import capture_rng, save_training_state
 
     model = fresh_model()
     opt = adamw(model)

@@ -20,7 +20,10 @@ from src.core import constants as C
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SelectMetric = Literal["val_loss", "val_macro_f1"]
 
-# Names the seeds use for the two most-tuned settings.
+NONE_TEXT = "none"
+"""How TOML files and flags spell None (TOML has no null)."""
+
+# The names the original code used for the two most-tuned settings.
 BATCH_SIZE = 64
 ACCUMULATION_STEPS = 1
 
@@ -40,7 +43,7 @@ class PathsConfig:
     raw_dir: Path = C.DEFAULT_RAW_DIR
     """Raw candle Parquet; the synthetic default data is generated here when missing."""
     data_dir: Path = C.DEFAULT_PROCESSED_DIR
-    """Processed Parquet lake (output of `python -m src.data.prepare`)."""
+    """Processed Parquet lake (output of `saimp prepare`)."""
     checkpoint: Path = C.DEFAULT_CHECKPOINT
     """Best model `state_dict`; its JSON sidecar sits beside it with suffix `.json`."""
     logs_dir: Path = C.DEFAULT_LOGS_DIR
@@ -177,7 +180,8 @@ class TrainConfig:
     max_nonfinite_windows: int = 5
     """Stop the run after this many consecutive windows with a non-finite loss."""
     select_metric: SelectMetric = "val_loss"
-    """What makes a checkpoint the best: lowest val_loss (the seeds) or highest val_macro_f1."""
+    """What makes a checkpoint the best: lowest val_loss (the original design) or highest
+    val_macro_f1."""
     micro_batch: str = "auto"
     """Samples per forward pass: "auto" (the whole accumulation window where memory allows;
     the gradient is the same), "loader" (the loader's batches as they come), or a number."""
@@ -276,9 +280,9 @@ class Config:
 
 #: Presets: overrides applied to the defaults, section -> field -> value.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The direct-run defaults of train_py.md.
+    # The direct-run defaults of the original `train.py` (docs/design.md, "Presets").
     "quick": {"train": {"epochs": 1, "lr": 1e-3, "weight_decay": 1e-4}},
-    # The values of training_lifecycle.md.
+    # The values of the original training lifecycle (docs/design.md, "Presets").
     "lifecycle": {
         "train": {
             "epochs": 15,
@@ -307,9 +311,10 @@ def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
         except (TypeError, ValueError):
             raise ValueError(f"{section}.{name} expects numbers, got {value!r}") from None
     args = get_args(hint)
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        if type(None) in args:
-            return None
+    optional = type(None) in args
+    if optional and (value is None or (isinstance(value, str) and value.lower() == NONE_TEXT)):
+        return None
+    if value is None:
         raise ValueError(f"{section}.{name} cannot be empty")
     if get_origin(hint) is Literal or (args and all(isinstance(a, str) for a in args)):
         return str(value)
@@ -395,18 +400,15 @@ def build_config(
 
 
 def to_toml(cfg: Config) -> str:
-    """The resolved config as TOML text (for the run log); None values are left out."""
-    lines: list[str] = []
-    for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, str):
-                lines.append(f'{key} = "{value}"')
-            elif isinstance(value, bool):
-                lines.append(f"{key} = {str(value).lower()}")
-            else:
-                lines.append(f"{key} = {value!r}")
-        lines.append("")
-    return "\n".join(lines)
+    """The resolved config as TOML text that `--config` reads back to the same Config.
+
+    TOML has no null: a field set to None is written as the string "none", which every
+    optional field reads as None (so an override to None survives the round trip).
+    """
+    import tomli_w
+
+    tables = {
+        section: {k: NONE_TEXT if v is None else v for k, v in values.items()}
+        for section, values in cfg.to_dict().items()
+    }
+    return tomli_w.dumps(tables)

@@ -9,12 +9,14 @@ treat both directories as read-only (copy them to modify).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.config import LabelConfig
+from src.core.logs import ROOT
 from src.data.prepare import prepare_lake
 from src.data.synthetic import write_raw
 
@@ -33,6 +35,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging():
+    """Each test starts and ends with the `src` logger as a new process has it: a command's
+    `setup_console` in one test must not silence `caplog` in the next."""
+    yield
+    logger = logging.getLogger(ROOT)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    for h in list(logging.getLogger("py.warnings").handlers):
+        logging.getLogger("py.warnings").removeHandler(h)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    logging.captureWarnings(False)
 
 
 @pytest.fixture(scope="session")

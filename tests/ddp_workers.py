@@ -11,10 +11,8 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from src.modelling.distributed import destroy_process_group
-from src.modelling.reporting import NullLogger
-from src.modelling.train import LoopState, train
-from tests.helpers import WEIGHTS, tiny_model
+from src.modelling.training.distributed import destroy_process_group
+from tests.helpers import WEIGHTS, fit, tiny_model
 
 
 def run_training(
@@ -65,8 +63,7 @@ def _train_and_save(
     else:
         wrapped = model
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-    state = LoopState()
-    train(
+    state = fit(
         wrapped,
         nn.CrossEntropyLoss(weight=WEIGHTS),
         opt,
@@ -74,15 +71,11 @@ def _train_and_save(
         train_batches[rank],
         val_batches[rank],
         kwargs.pop("epochs", 2),
-        precision="fp32",
-        device="cpu",
         rank=rank,
         world_size=world_size,
-        checkpoint_path=Path(out_dir) / "best.pth",
-        logger=NullLogger(),
-        state=state,
+        checkpoint=Path(out_dir) / "best.pth",
         **kwargs,
-    )
+    ).state
     torch.save(
         {
             "params": [p.detach().clone() for p in model.parameters()],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.config import TrainConfig
 from src.modelling.model import SAIMP, SAIMPConfig
-from src.modelling.reporting import NullLogger
-from src.modelling.train import train
+from src.modelling.observability.hooks import Hooks
+from src.modelling.train import Trainer, TrainResult
+from src.modelling.training.trainer import resolve_world
 
 WEIGHTS = torch.tensor([1.0, 10.0, 10.0, 20.0])
 T, F = 6, 5
@@ -42,10 +44,50 @@ def update_difference(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
     return float((va - vb).norm() / (vb - v0).norm())
 
 
-def sgd_train(model, batches, tmp_path, *, epochs=1, lr=0.3, loss=None, **kwargs):
-    """`train()` with plain SGD on in-memory batches (validating on the first two), fp32."""
-    kwargs.setdefault("logger", NullLogger())
-    train(
+def fit(
+    model,
+    loss,
+    optimizer,
+    scheduler,
+    train_dl,
+    val_dl,
+    epochs,
+    *,
+    checkpoint,
+    hooks=None,
+    device="cpu",
+    rank=None,
+    world_size=None,
+    resume=None,
+    **config,
+) -> TrainResult:
+    """`Trainer(...).fit(...)` with a `TrainConfig` of `config` (fp32, the loader's own
+    batches and no periodic `last` unless given) and silent hooks unless given."""
+    config = {
+        "precision": "fp32",
+        "micro_batch": "loader",
+        "checkpoint_every_windows": None,
+        **config,
+    }
+    trainer = Trainer(
+        model,
+        loss,
+        optimizer,
+        scheduler,
+        config=TrainConfig(**config),
+        checkpoints=checkpoint,
+        hooks=hooks if hooks is not None else Hooks(),
+        device=device,
+        world=resolve_world(rank, world_size),
+    )
+    return trainer.fit(train_dl, val_dl, epochs, resume=resume)
+
+
+def sgd_train(model, batches, tmp_path, *, epochs=1, lr=0.3, loss=None, result=None, **kwargs):
+    """`fit()` with plain SGD on in-memory batches (validating on the first two), fp32.
+
+    Returns the model; pass a list as `result` to receive the `TrainResult`."""
+    out = fit(
         model,
         loss or nn.CrossEntropyLoss(weight=WEIGHTS),
         torch.optim.SGD(model.parameters(), lr=lr),
@@ -53,9 +95,9 @@ def sgd_train(model, batches, tmp_path, *, epochs=1, lr=0.3, loss=None, **kwargs
         batches,
         batches[:2],
         epochs,
-        precision="fp32",
-        device="cpu",
-        checkpoint_path=tmp_path / "best.pth",
+        checkpoint=tmp_path / "best.pth",
         **kwargs,
     )
+    if result is not None:
+        result.append(out)
     return model

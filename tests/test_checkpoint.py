@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.modelling.checkpoint import (
-    CheckpointError,
-    atomic_save_torch,
-    load_state_dict_file,
-    safe_load,
-)
-from src.modelling.train_state import (
+from src.modelling.checkpointing.atomic import CheckpointError, atomic_save_torch, safe_load
+from src.modelling.checkpointing.best import load_state_dict_file
+from src.modelling.checkpointing.last import (
     last_path_for,
     load_training_state,
     previous_path,
@@ -84,7 +80,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pth"]  # no temp file left
 
 
-def test_a_damaged_last_falls_back_to_the_previous_one(tmp_path, capsys):
+def test_a_damaged_last_falls_back_to_the_previous_one(tmp_path, caplog):
     last = tmp_path / "saimp_last.pth"
     save_training_state(last, {"loop": {"epoch": 1}})
     save_training_state(last, {"loop": {"epoch": 2}})
@@ -94,7 +90,7 @@ def test_a_damaged_last_falls_back_to_the_previous_one(tmp_path, capsys):
     last.write_bytes(last.read_bytes()[:100])  # damaged after the fact
     state, source = load_training_state(last)
     assert state["loop"]["epoch"] == 1 and source == previous_path(last)
-    assert "falling back" in capsys.readouterr().out
+    assert "falling back" in caplog.text
 
 
 def test_last_path_sits_beside_the_best():

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from src.config import Config, TrainConfig, build_config, to_toml
+from src.config import Config, TrainConfig, apply_overrides, build_config, to_toml
 from src.core.errors import UserError
-from src.modelling.cli import build_parser, config_from_args
+from src.modelling.training.cli import SECTIONS, build_parser, config_from_args
 
 
 def parse(*argv: str) -> Config:
     return config_from_args(build_parser().parse_args(list(argv)))
 
 
-def test_presets_hold_the_seed_values():
+def test_presets_hold_the_documented_values():
     quick = build_config("quick")
     assert (quick.train.epochs, quick.train.lr, quick.train.weight_decay) == (1, 1e-3, 1e-4)
     life = build_config("lifecycle").train
@@ -70,3 +73,40 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     path = tmp_path / "resolved.toml"
     path.write_text(to_toml(cfg))
     assert parse("--preset", "quick", "--config", str(path)).to_dict() == cfg.to_dict()
+
+
+def test_every_setting_round_trips_through_toml(tmp_path):
+    """Backslashes, quotes, non-ASCII, None over a non-None default, in every section."""
+    cfg = apply_overrides(
+        Config(),
+        {
+            "paths": {"raw_dir": r"C:\data\raw", "checkpoint": 'runs/"best" ü.pth'},
+            "label": {"horizon_minutes": 60, "upper1_pct": 0.5, "upper2_pct": 1.0},
+            "data": {"val_start": "2024-02-01", "test_start": None, "seq_len": 16},
+            "model": {"encoder": "cnn", "dropout": 0.0},
+            "train": {"checkpoint_every_windows": None, "early_stopping_patience": 4},
+            "track": {"mlflow_experiment": 'ex\\péri"ment', "tensorboard": True},
+        },
+        "test",
+    )
+    assert cfg.train.checkpoint_every_windows is None  # the default is 500
+    path = tmp_path / "resolved.toml"
+    path.write_text(to_toml(cfg), encoding="utf-8")
+    again = parse("--config", str(path))
+    assert again == cfg
+    assert again.paths.raw_dir == Path(r"C:\data\raw")
+    assert again.track.mlflow_experiment == 'ex\\péri"ment'
+
+
+def test_every_field_of_the_train_sections_has_a_flag_with_its_docstring():
+    parser = build_parser()
+    help_text = " ".join(parser.format_help().split())
+    cfg = Config()
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            flag = "--" + f.name.replace("_", "-")
+            assert flag in parser._option_string_actions, flag
+    assert "AdamW learning rate. (default: 0.001)" in help_text
+    assert "--tensorboard, --no-tensorboard" in help_text
+    assert parse("--no-tensorboard").track.tensorboard is False
+    assert parse("--checkpoint-every-windows", "none").train.checkpoint_every_windows is None

@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 
 from src.data.lake import scan_lake_for
 from src.data.normalize import fit_normalizer
-from src.modelling.checkpoint import load_state_dict_file
-from src.modelling.cli import build_parser, config_from_args
+from src.modelling.checkpointing.best import load_state_dict_file
+from src.modelling.training.cli import build_parser, config_from_args
 from tests.ddp_workers import run_training
 from tests.helpers import make_batches, tiny_model
 from tests.test_train_cli import ENV, SMALL, paths_args

@@ -1,4 +1,4 @@
-"""`src.modelling.report` and `python -m src.modelling.evaluate`.
+"""`src.modelling.evaluation.report` and `python -m src.modelling.evaluate`.
 
 The report's numbers are checked against counts made by hand in plain Python, and the
 end-to-end test rebuilds the test split's windows straight from the Parquet files (not
@@ -23,11 +23,12 @@ from src.data.dataloader import build_data
 from src.data.prepare import prepare_lake
 from src.data.split import iso
 from src.data.synthetic import write_raw
-from src.modelling import build, metrics
-from src.modelling import report as rp
-from src.modelling.checkpoint import load_state_dict_file, save_best, sidecar_path
+from src.modelling.checkpointing.best import load_state_dict_file, save_best, sidecar_path
+from src.modelling.checkpointing.sidecar import sidecar_for
 from src.modelling.evaluate import load_model, main, plot_confusion
-from src.modelling.run_header import sidecar_for
+from src.modelling.evaluation import metrics
+from src.modelling.evaluation import report as rp
+from src.modelling.training import components
 
 K = len(C.CLASS_NAMES)
 NAMES = C.CLASS_NAMES
@@ -215,7 +216,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         train=TrainConfig(batch_size=64),
     )
     data = build_data(cfg)
-    model = build.build_model(cfg, data.index.num_features)
+    model = components.build_model(cfg, data.index.num_features)
     # Random weights predict one class; larger output weights make the predictions
     # depend on the input, so every cell of the report is exercised.
     with torch.no_grad():
@@ -314,7 +315,7 @@ def test_sidecar_bounds_define_the_split(trained: dict, tmp_path: Path, capsys) 
         [
             "--checkpoint",
             str(ckpt),
-            "--data",
+            "--data-dir",
             str(trained["cfg"].paths.data_dir),
             "--null-draws",
             "0",
@@ -360,7 +361,7 @@ def test_user_errors_are_one_line_and_exit_2(
     ckpt = tmp_path / "model.pth"
     ckpt.write_bytes(trained["checkpoint"].read_bytes())
     sidecar = json.loads(sidecar_path(trained["checkpoint"]).read_text())
-    argv = ["--checkpoint", str(ckpt), "--data", str(trained["cfg"].paths.data_dir)]
+    argv = ["--checkpoint", str(ckpt), "--data-dir", str(trained["cfg"].paths.data_dir)]
     if case == "missing_checkpoint":
         argv[1] = str(tmp_path / "nope.pth")
     elif case == "empty_split":

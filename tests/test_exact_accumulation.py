@@ -9,11 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from src.modelling.exact_loss import UnsupportedLossError, WindowLoss
-from src.modelling.reporting import NullLogger
-from src.modelling.train import LoopState, train
+from src.modelling.training.exact_loss import UnsupportedLossError, WindowLoss
 from tests.helpers import (
     WEIGHTS,
+    fit,
     make_batches,
     relative_difference,
     sgd_train,
@@ -101,24 +100,12 @@ def test_logged_losses_are_true_weighted_means(tmp_path):
     batches = make_batches([[0, 0, 0], [3, 3, 3], [1, 2]], seed=4)
     model = tiny_model(4)
     loss = nn.CrossEntropyLoss(weight=WEIGHTS)
-    state = LoopState()
     # lr 0: parameters stay put, so the logged train loss must equal the one-batch loss.
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    train(
-        model,
-        loss,
-        opt,
-        None,
-        batches,
-        batches,
-        1,
-        accumulation_steps=2,
-        precision="fp32",
-        device="cpu",
-        checkpoint_path=tmp_path / "b.pth",
-        logger=NullLogger(),
-        state=state,
-    )
+    state = fit(
+        model, loss, opt, None, batches, batches, 1, accumulation_steps=2,
+        checkpoint=tmp_path / "b.pth",
+    ).state  # fmt: skip
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     with torch.no_grad():  # dropout is 0, so train and eval mode give the same loss

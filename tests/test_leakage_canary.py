@@ -26,8 +26,8 @@ import pytest
 
 from src.data import synthetic
 from src.data.prepare import prepare_lake
-from src.modelling import metrics
 from src.modelling.evaluate import evaluate_checkpoint
+from src.modelling.evaluation import metrics
 from src.modelling.train import main as train_main
 
 pytestmark = pytest.mark.slow

@@ -8,27 +8,27 @@ import pytest
 import torch
 from torch import nn
 
-from src.modelling.faults import OOM_ENV
-from src.modelling.reporting import ConsoleLogger
-from src.modelling.train import LoopState, TrainingError
+from src.modelling.train import TrainingError
+from src.modelling.training.faults import OOM_ENV
 from tests.helpers import make_batches, sgd_train, tiny_model, update_difference
 
 
-def run(model, batches, tmp_path, state=None):
+def run(model, batches, tmp_path, result=None):
     return sgd_train(
-        model, batches, tmp_path, epochs=2, accumulation_steps=2, logger=ConsoleLogger(),
-        state=state,
+        model, batches, tmp_path, epochs=2, accumulation_steps=2, result=result
     )  # fmt: skip
 
 
-def test_injected_oom_on_the_third_window_halves_and_matches(tmp_path, monkeypatch, capsys):
+def test_injected_oom_on_the_third_window_halves_and_matches(tmp_path, monkeypatch, caplog):
     batches = make_batches([[0, 1, 2, 3], [3, 3, 0, 1], [2, 0, 0, 1]] * 3, seed=21)
     start = tiny_model(21)
     clean = run(copy.deepcopy(start), batches, tmp_path / "clean")
     monkeypatch.setenv(OOM_ENV, "3")
-    state = LoopState()
-    faulty = run(copy.deepcopy(start), batches, tmp_path / "faulty", state=state)
-    out = capsys.readouterr().out
+    result = []
+    with caplog.at_level("INFO", logger="src"):
+        faulty = run(copy.deepcopy(start), batches, tmp_path / "faulty", result)
+    state = result[0].state
+    out = caplog.text
     assert "[OOM] epoch 1, batch 4: out of memory with 4 samples per forward pass" in out
     assert state.micro_batch == 2
     assert update_difference(faulty, clean, start) < 1e-4

@@ -263,13 +263,23 @@ def test_too_few_bars_and_odd_horizons(tmp_path: Path):
 def test_cli_prints_the_label_distribution(tmp_path: Path, capsys):
     raw = small_raw(tmp_path)
     out = tmp_path / "lake"
-    argv = ["--raw", str(raw), "--out", str(out), "--row-group-rows", "64"]
+    argv = ["--raw-dir", str(raw), "--data-dir", str(out), "--row-group-rows", "64"]
     assert run_cli(prepare.main, argv) == 0
     printed = capsys.readouterr().out
     for name in C.CLASS_NAMES:
         assert name in printed
     assert "%" in printed and str(out) in printed
     assert pq.ParquetFile(out / "ABC_2024-01.parquet").metadata.row_group(0).num_rows == 64
+
+
+def test_old_flag_names_still_work_with_a_one_line_note(tmp_path: Path, capsys):
+    raw, out = small_raw(tmp_path), tmp_path / "lake"
+    assert run_cli(prepare.main, ["--raw", str(raw), "--out", str(out)]) == 0
+    assert (out / "ABC_2024-01.parquet").is_file()
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --raw is now --raw-dir; the old name still works for now",
+        "warning: --out is now --data-dir; the old name still works for now",
+    ]
 
 
 def _error_line(capsys, argv: list[str]) -> str:
@@ -314,7 +324,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys, case: str, expected: st
     else:
         raw = small_raw(tmp_path)
         extra = ["--upper1-pct", "2", "--upper2-pct", "1"]
-    line = _error_line(capsys, ["--raw", str(raw), "--out", str(out), *extra])
+    line = _error_line(capsys, ["--raw-dir", str(raw), "--data-dir", str(out), *extra])
     assert re.search(expected, line), line
     if case not in ("missing_dir", "bad_flag"):
         assert "ABC_2024-0" in line  # names the file
@@ -322,13 +332,13 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys, case: str, expected: st
 
 
 def test_unknown_flag_exits_non_zero(capsys: pytest.CaptureFixture[str]):
-    assert run_cli(prepare.main, ["--raw", "x", "--bogus"]) == 2
+    assert run_cli(prepare.main, ["--raw-dir", "x", "--bogus"]) == 2
     assert capsys.readouterr().err.startswith("error: unrecognized arguments: --bogus")
 
 
 def test_module_entry_point_prints_no_traceback(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "src.data.prepare", "--raw", str(tmp_path / "nope")],
+        [sys.executable, "-m", "src.data.prepare", "--raw-dir", str(tmp_path / "nope")],
         cwd=REPO,
         capture_output=True,
         text=True,

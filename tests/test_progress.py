@@ -1,9 +1,10 @@
 """The progress bar: chosen on a terminal only, drawn on the console only, never garbled
-by `info()` lines, and with a total and an ETA (checked under a real pseudo-terminal)."""
+by log lines, and with a total and an ETA (checked under a real pseudo-terminal)."""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import re
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from src.modelling.progress import BarLogger, console_stream, is_terminal, use_bar
-from src.modelling.run_files import TeeOutput, _Tee
+from src.core.logs import log_file, setup_console
+from src.modelling.observability.progress import BarHooks, is_terminal, use_bar
 from tests.test_run_files import epoch_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,15 +36,13 @@ def test_auto_shows_the_bar_on_a_terminal_of_rank_0_only(monkeypatch):
     assert not use_bar("auto", False, tty)
     assert use_bar("bar", True, pipe)
     assert not use_bar("lines", True, tty)
-    assert use_bar("auto", True, _Tee(tty, io.StringIO()))  # the tee's console decides
-    assert console_stream(_Tee(tty, pipe)) is tty
     monkeypatch.setenv("TERM", "dumb")
     assert not is_terminal(tty)
     with pytest.raises(ValueError, match="auto, bar or lines"):
         use_bar("fancy")
 
 
-def drive_bar(bar: BarLogger, n: int = 40, delay: float = 0.0) -> None:
+def drive_bar(bar: BarHooks, n: int = 40, delay: float = 0.0) -> None:
     bar.epoch_start(1, 3, n)
     bar.phase_start("train", n)
     for i in range(n):
@@ -52,7 +51,7 @@ def drive_bar(bar: BarLogger, n: int = 40, delay: float = 0.0) -> None:
         if i % 10 == 0:
             bar.batch(1, i, 1.2, 0.4, samples=64)
         if i == n // 2:
-            bar.info("   [CKPT] a line while the bar runs")
+            logging.getLogger("src.test").info("   [CKPT] a line while the bar runs")
         bar.progress("train", i + 1, 64, loss=1.2, acc=0.4, lr=1e-3)
     bar.phase_start("val", 10)
     for i in range(10):
@@ -77,8 +76,9 @@ def test_the_bar_goes_to_the_console_and_the_lines_to_the_log(tmp_path, monkeypa
     tty = FakeTerminal()
     monkeypatch.setattr(sys, "stdout", tty)
     log = tmp_path / "run.txt"
-    with TeeOutput(log):
-        drive_bar(BarLogger(refresh_s=0))
+    setup_console()
+    with log_file(log):
+        drive_bar(BarHooks(refresh_s=0))
     check_log(log.read_text())
     shown = tty.getvalue()
     assert "Epoch 1/3 train: 100%|" in shown and "40/40" in shown and "ETA" in shown
@@ -92,7 +92,7 @@ def test_the_bar_goes_to_the_console_and_the_lines_to_the_log(tmp_path, monkeypa
 
 def test_a_loader_without_length_gets_a_bar_without_eta():
     out = FakeTerminal()
-    bar = BarLogger(stream=out, refresh_s=0)
+    bar = BarHooks(stream=out, refresh_s=0)
     bar.phase_start("train", None)
     bar.progress("train", 3, 64, loss=1.0, acc=0.5)
     bar.close()
@@ -102,12 +102,13 @@ def test_a_loader_without_length_gets_a_bar_without_eta():
 CHILD = """
 import sys
 from pathlib import Path
-from src.modelling.progress import BarLogger, use_bar
-from src.modelling.run_files import TeeOutput
+from src.modelling.observability.progress import BarHooks, use_bar
+from src.core.logs import log_file, setup_console
 from tests.test_progress import drive_bar
-with TeeOutput(Path(sys.argv[1])):
+setup_console()
+with log_file(Path(sys.argv[1])):
     print("auto picks the bar:", use_bar("auto"), flush=True)
-    drive_bar(BarLogger(refresh_s=0.05), delay=0.01)
+    drive_bar(BarHooks(refresh_s=0.05), delay=0.01)
 """
 
 

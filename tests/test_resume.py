@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.modelling.faults import KILL_IN_SAVE_ENV
-from src.modelling.plots import figure_data, read_epoch_records
-from src.modelling.train_state import load_training_state
+from src.modelling.checkpointing.last import load_training_state
+from src.modelling.observability.plots import figure_data, read_epoch_records
+from src.modelling.training.faults import KILL_IN_SAVE_ENV
 from tests.test_train_cli import ENV, SMALL, paths_args, run_train
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,7 @@ def test_sigterm_saves_exits_143_and_resumes(tmp_path, tiny_lake, reference):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert "SIGTERM received: finishing the current step" in out
+    assert "SIGTERM received: finished the current step" in out
     assert "--resume auto" in out
     state, _ = load_training_state(tmp_path / "data" / "saimp_last.pth")
     assert state["loop"]["batches_done"] > 0  # saved where it stopped, not at an epoch end

@@ -1,5 +1,5 @@
-"""The run's files: the tee'd log, the JSONL records and the PNG drawn from them, and the
-factory of a run's logger."""
+"""The run's files: the text log (a logging file handler), the JSONL records and the PNG
+drawn from them, and the factory of a run's hooks."""
 
 from __future__ import annotations
 
@@ -12,27 +12,26 @@ import torch
 
 from src.config import Config, PathsConfig, TrackConfig
 from src.core.constants import CLASS_NAMES
-from src.modelling.plots import (
+from src.core.logs import FILE_ONLY, log_file, setup_console
+from src.modelling.observability.console import ConsoleHooks
+from src.modelling.observability.hooks import Hooks
+from src.modelling.observability.metrics_file import EPOCH_KEYS, STEP_KEYS
+from src.modelling.observability.plots import (
     draw_history,
     figure_data,
     plot_history,
     plotted_data,
     read_epoch_records,
 )
-from src.modelling.plots import main as plots_main
-from src.modelling.progress import BarLogger
-from src.modelling.reporting import ConsoleLogger, NullLogger
-from src.modelling.run_files import (
-    EPOCH_KEYS,
-    STEP_KEYS,
-    RunFilesLogger,
+from src.modelling.observability.plots import main as plots_main
+from src.modelling.observability.progress import BarHooks
+from src.modelling.observability.run_files import (
+    RunFilesHooks,
     RunPaths,
-    TeeOutput,
-    make_run_logger,
+    make_run_hooks,
 )
-from src.modelling.trackers import MissingExtraError
-from src.modelling.train import LoopState, train
-from tests.helpers import WEIGHTS, make_batches, tiny_model
+from src.modelling.observability.trackers import MissingExtraError
+from tests.helpers import WEIGHTS, fit, make_batches, tiny_model
 
 
 def epoch_record(epoch: int, *, val_loss: float = 1.0, improved: bool = True) -> dict:
@@ -59,7 +58,7 @@ def epoch_record(epoch: int, *, val_loss: float = 1.0, improved: bool = True) ->
 
 
 def drive(
-    logger: NullLogger,
+    logger: Hooks,
     epochs: int = 2,
     batches: int = 8,
     accumulation: int = 2,
@@ -82,7 +81,6 @@ def drive(
             logger.progress("val", i + 1, 4)
         record = (records or [])[epoch - 1] if records else epoch_record(epoch)
         if checkpoint is not None and record["improved"]:
-            logger.info(f"   [CKPT] val_loss improved: saved {checkpoint}")
             logger.checkpoint_saved(checkpoint, record)
         logger.epoch_end(record)
 
@@ -101,7 +99,7 @@ def make_cfg(tmp_path, **track) -> Config:
 def test_jsonl_has_one_record_per_epoch_with_the_documented_keys(tmp_path):
     paths = RunPaths.in_dir(tmp_path, "x")
     records = [epoch_record(1), epoch_record(2, val_loss=math.nan, improved=False)]
-    logger = RunFilesLogger(paths, torch.device("cpu"), console=NullLogger())
+    logger = RunFilesHooks(paths, torch.device("cpu"), console=Hooks())
     logger.log_params({"train": {"lr": 1e-3, "class_weights": [1.0, 2.0]}})
     drive(logger, records=records)
     logger.close()
@@ -136,7 +134,7 @@ def test_jsonl_has_one_record_per_epoch_with_the_documented_keys(tmp_path):
 
 def test_the_png_is_drawn_from_the_jsonl(tmp_path):
     paths = RunPaths.in_dir(tmp_path, "x")
-    logger = RunFilesLogger(paths, console=NullLogger())
+    logger = RunFilesHooks(paths, console=Hooks())
     drive(logger, epochs=3, records=[epoch_record(e, val_loss=1.0 / e) for e in (1, 2, 3)])
     logger.close()
 
@@ -174,12 +172,11 @@ def test_plots_cli_names_a_missing_file(tmp_path):
 def test_real_training_writes_real_records(tmp_path):
     batches = make_batches([[0, 1, 2, 3], [3, 2, 1, 0], [0, 0, 1, 1], [2, 2, 3, 3], [1, 2]], 1)
     paths = RunPaths.in_dir(tmp_path / "logs", "real")
-    logger = make_run_logger(make_cfg(tmp_path, progress="lines"), paths, torch.device("cpu"))
-    state = LoopState()
+    logger = make_run_hooks(make_cfg(tmp_path, progress="lines"), paths, torch.device("cpu"))
     model = tiny_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     try:
-        train(
+        state = fit(
             model,
             torch.nn.CrossEntropyLoss(weight=WEIGHTS),
             optimizer,
@@ -188,13 +185,10 @@ def test_real_training_writes_real_records(tmp_path):
             batches[:2],
             2,
             accumulation_steps=2,
-            precision="fp32",
-            device="cpu",
-            checkpoint_path=tmp_path / "best.pth",
+            checkpoint=tmp_path / "best.pth",
             log_every=1,
-            logger=logger,
-            state=state,
-        )
+            hooks=logger,
+        ).state
     finally:
         logger.close()
     lines = read_jsonl(paths.jsonl)
@@ -218,18 +212,18 @@ def test_real_training_writes_real_records(tmp_path):
 # -- the factory ---------------------------------------------------------------------------
 
 
-def test_make_run_logger_picks_lines_or_bar(tmp_path):
+def test_make_run_hooks_picks_lines_or_bar(tmp_path):
     cfg = make_cfg(tmp_path, progress="lines")
-    lines = make_run_logger(cfg, RunPaths.in_dir(tmp_path, "a"))
-    bar = make_run_logger(make_cfg(tmp_path, progress="bar"), RunPaths.in_dir(tmp_path, "b"))
+    lines = make_run_hooks(cfg, RunPaths.in_dir(tmp_path, "a"))
+    bar = make_run_hooks(make_cfg(tmp_path, progress="bar"), RunPaths.in_dir(tmp_path, "b"))
     try:
-        assert type(lines.console) is ConsoleLogger
-        assert isinstance(bar.console, BarLogger)
+        assert type(lines.console) is ConsoleHooks
+        assert isinstance(bar.console, BarHooks)
     finally:
         lines.close()
         bar.close()
-    other_rank = make_run_logger(cfg, RunPaths.in_dir(tmp_path, "c"), is_main=False)
-    assert type(other_rank) is NullLogger
+    other_rank = make_run_hooks(cfg, RunPaths.in_dir(tmp_path, "c"), is_main=False)
+    assert type(other_rank) is Hooks
     assert not (tmp_path / "train_run_c.jsonl").exists()
 
 
@@ -237,7 +231,7 @@ def test_a_missing_extra_names_the_flag_and_creates_no_file(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     paths = RunPaths.in_dir(tmp_path, "x")
     with pytest.raises(MissingExtraError) as err:
-        make_run_logger(make_cfg(tmp_path, tensorboard=True), paths)
+        make_run_hooks(make_cfg(tmp_path, tensorboard=True), paths)
     assert "--tensorboard" in str(err.value)
     assert "pip install -e '.[tensorboard]'" in str(err.value)
     assert not paths.jsonl.exists()
@@ -248,18 +242,40 @@ def test_mlflow_missing_extra(tmp_path, monkeypatch):
     for name in ("mlflow", "mlflow.entities", "mlflow.exceptions", "mlflow.tracking"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"--mlflow .*pip install -e '\.\[mlflow\]'"):
-        make_run_logger(make_cfg(tmp_path, mlflow=True), RunPaths.in_dir(tmp_path, "x"))
+        make_run_hooks(make_cfg(tmp_path, mlflow=True), RunPaths.in_dir(tmp_path, "x"))
 
 
-# -- the tee -------------------------------------------------------------------------------
+# -- the text log -------------------------------------------------------------------------
 
 
-def test_tee_copies_stdout_and_stderr_into_the_log(tmp_path, capsys):
-    log = tmp_path / "run.txt"
-    with TeeOutput(log):
-        print("to stdout")
-        print("to stderr", file=sys.stderr)
-        sys.stdout.write_log("only in the log\n")
+def test_the_log_file_keeps_every_line_and_the_error_that_ended_the_run(tmp_path, capsys):
+    import logging
+    import warnings
+
+    setup_console()
+    log = logging.getLogger("src.test")
+    path = tmp_path / "run.txt"
+    with pytest.raises(ValueError), log_file(path):
+        log.info("to stdout")
+        log.warning("careful")
+        log.info("only in the log", extra=FILE_ONLY)
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+        raise ValueError("the cause")
+    log.info("after the run")  # the file handler is gone
     out, err = capsys.readouterr()
-    assert out == "to stdout\n" and err == "to stderr\n"
-    assert log.read_text() == "to stdout\nto stderr\nonly in the log\n"
+    assert out == "to stdout\nafter the run\n"
+    assert err.startswith("warning: careful\nwarning: ") and "a library warning" in err
+    text = path.read_text()
+    assert text.startswith("to stdout\nwarning: careful\nonly in the log\nwarning: ")
+    assert "a library warning" in text
+    assert text.endswith("error: the cause\n") and "after the run" not in text
+
+
+def test_other_ranks_print_only_warnings_with_their_rank(capsys):
+    import logging
+
+    setup_console(rank=1)
+    logging.getLogger("src.test").info("epoch line")
+    logging.getLogger("src.test").warning("disk almost full")
+    out, err = capsys.readouterr()
+    assert out == "" and err == "[rank 1] warning: disk almost full\n"

@@ -136,10 +136,10 @@ def test_symbol_names():
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    argv = ["--out", str(tmp_path / "r"), "--bars", "200", "--bar-minutes", "15"]
-    assert run_cli(synthetic.main, [*argv, "--mode", "random_walk", "--seed", "3"]) == 0
+    argv = ["--raw-dir", str(tmp_path / "r"), "--synthetic-bars", "200", "--bar-minutes", "15"]
+    assert run_cli(synthetic.main, [*argv, "--mode", "random_walk", "--synthetic-seed", "3"]) == 0
     assert (tmp_path / "r" / "SYNTH_2024-01.parquet").is_file()
-    assert run_cli(synthetic.main, [*argv, "--bars", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --bars must be >= 1, got 0"
+    assert run_cli(synthetic.main, [*argv, "--synthetic-bars", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --synthetic-bars must be >= 1, got 0"
     assert run_cli(synthetic.main, [*argv, "--mode", "trend"]) == 2
     assert "invalid choice: 'trend'" in capsys.readouterr().err

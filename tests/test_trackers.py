@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from src.modelling.reporting import NullLogger
-from src.modelling.run_files import RunPaths, make_run_logger
-from src.modelling.trackers import flatten_params, resolve_tracking_uri, tracker_metrics
+from src.modelling.observability.hooks import Hooks
+from src.modelling.observability.run_files import RunPaths, make_run_hooks
+from src.modelling.observability.trackers import (
+    flatten_params,
+    resolve_tracking_uri,
+    tracker_metrics,
+)
 from tests.test_run_files import drive, epoch_record, make_cfg, read_jsonl
 
 
@@ -72,7 +76,7 @@ def run_with_trackers(tmp_path: Path, **track) -> tuple[RunPaths, Path]:
     checkpoint.with_suffix(".json").write_text('{"epoch": 1}')
     paths = RunPaths.in_dir(tmp_path / "logs", "20250101_000000")
     cfg = make_cfg(tmp_path, progress="lines", **track)
-    logger = make_run_logger(cfg, paths, params={"device": "cpu", "model.parameters": 1234})
+    logger = make_run_hooks(cfg, paths, params={"device": "cpu", "model.parameters": 1234})
     records = [epoch_record(1), epoch_record(2, val_loss=0.5)]
     try:
         drive(_quiet(logger), records=records, checkpoint=checkpoint)
@@ -82,7 +86,7 @@ def run_with_trackers(tmp_path: Path, **track) -> tuple[RunPaths, Path]:
 
 
 def _quiet(logger):
-    logger.parts[0] = NullLogger()  # no console lines in the test output
+    logger.parts[0] = Hooks()  # no console lines in the test output
     return logger
 
 
@@ -164,7 +168,7 @@ def test_mlflow_marks_a_failed_run(tmp_path, fresh_mlflow_env):
 
     store = tmp_path / "mlruns"
     cfg = make_cfg(tmp_path, mlflow=True, mlflow_tracking_uri=str(store))
-    logger = make_run_logger(cfg, RunPaths.in_dir(tmp_path / "logs", "x"))
+    logger = make_run_hooks(cfg, RunPaths.in_dir(tmp_path / "logs", "x"))
     try:
         raise RuntimeError("boom")
     except RuntimeError:

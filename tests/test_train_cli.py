@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from src.modelling.checkpoint import load_state_dict_file
+from src.modelling.checkpointing.best import load_state_dict_file
 from src.modelling.model import SAIMP, SAIMPConfig
-from src.modelling.plots import read_epoch_records
+from src.modelling.observability.plots import read_epoch_records
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The environment of every training subprocess: the repository importable, one thread.

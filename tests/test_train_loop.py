@@ -8,14 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.modelling.checkpoint import load_state_dict_file
-from src.modelling.loop import Loop
-from src.modelling.reporting import NullLogger
-from src.modelling.train import LoopState, train
-from tests.helpers import WEIGHTS, make_batches, tiny_model
+from src.modelling.checkpointing.best import load_state_dict_file
+from src.modelling.observability.hooks import Hooks
+from src.modelling.training.loop import Loop
+from tests.helpers import WEIGHTS, fit, make_batches, tiny_model
 
 
-class Recorder(NullLogger):
+class Recorder(Hooks):
     def __init__(self):
         self.saved, self.ended = [], []
 
@@ -48,12 +47,11 @@ def run(tmp_path, epochs, **kw):
     model = tiny_model(1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-    logger, state = Recorder(), LoopState()
+    hooks = Recorder()
     batches = make_batches([[0, 1, 2, 3]] * 4, seed=2)
-    path = train(model, nn.CrossEntropyLoss(weight=WEIGHTS), opt, sched, batches, batches, epochs,
-                 precision="fp32", device="cpu", checkpoint_path=tmp_path / "best.pth",
-                 logger=logger, state=state, **kw)  # fmt: skip
-    return path, logger, state, model
+    result = fit(model, nn.CrossEntropyLoss(weight=WEIGHTS), opt, sched, batches, batches, epochs,
+                 checkpoint=tmp_path / "best.pth", hooks=hooks, **kw)  # fmt: skip
+    return result.best_checkpoint, hooks, result.state, model
 
 
 def test_checkpoint_only_on_improvement_and_early_stopping(tmp_path, monkeypatch):

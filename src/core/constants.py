@@ -25,7 +25,7 @@ DEFAULT_PROCESSED_DIR = DATA_DIR / "processed"
 DEFAULT_CHECKPOINT = DATA_DIR / "saimp_best.pth"
 DEFAULT_LOGS_DIR = Path("logs")
 
-#: Column names of the raw candle contract (DESIGN.md, "Data contract").
+#: Column names of the raw candle contract (docs/design.md, "Data contract").
 RAW_REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 RAW_OPTIONAL_COLUMNS: tuple[str, ...] = ("taker_buy_volume", "symbol")
 

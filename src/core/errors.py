@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import os
 from collections.abc import Callable
+
+from src.core.logs import ROOT, setup_console
 
 
 class UserError(Exception):
@@ -20,11 +23,13 @@ class DataError(UserError):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a command-line `main`, mapping a `UserError` to one stderr line and exit code 2."""
+    """Run a command-line `main` with logging set up, mapping a `UserError` to one
+    `error: ...` line on stderr and exit code 2."""
+    setup_console(int(os.environ.get("RANK", "0") or 0))
     try:
         code = main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        logging.getLogger(ROOT).error(str(err))
         return 2
     return int(code or 0)
 

@@ -1,4 +1,4 @@
-"""Hierarchical triple-barrier labels (DESIGN.md, "Data contract"), in pure numpy.
+"""Hierarchical triple-barrier labels (docs/design.md, "Data contract"), in pure numpy.
 
 For bar t with close c, the bars t+1 .. t+H are inspected, where H is a number of
 *bars of the series*, not of wall-clock time: if bars are missing (an exchange outage,

@@ -1,7 +1,7 @@
 """Scanning and reading the processed Parquet lake, one row group (work unit) at a time.
 
 The lake is a flat directory of `{SYMBOL}_{YYYY-MM}.parquet` files written by
-`python -m src.data.prepare`: one symbol per file, sorted by time, files of a symbol
+`saimp prepare`: one symbol per file, sorted by time, files of a symbol
 covering disjoint time ranges, columns `timestamp`, `symbol`, features (float32),
 `label` (int8 0..3), `horizon_end`, and the JSON key-value metadata `saimp` that names
 the features and the bar interval. The Parquet files are the source of truth; the
@@ -46,7 +46,7 @@ BoundsFn = Callable[[int, int], SplitBounds]
 ID_FILE_STRIDE = 2**32
 #: Read buffer per open file: memory stays flat however large the file is.
 _READ_BUFFER_BYTES = 1 << 20
-_FIX_HINT = "re-run `python -m src.data.prepare` or remove the file from the data directory"
+_FIX_HINT = "re-run `saimp prepare` or remove the file from the data directory"
 
 
 @dataclass(frozen=True)
@@ -403,8 +403,7 @@ def list_parquet_files(data_dir: Path) -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
-            f"data directory {data_dir} does not exist; run `python -m src.data.prepare` "
-            "or set paths.data_dir"
+            f"data directory {data_dir} does not exist; run `saimp prepare` or set paths.data_dir"
         )
     # Hidden and underscore files are writers' temporaries or markers, not data.
     files = sorted(
@@ -412,7 +411,7 @@ def list_parquet_files(data_dir: Path) -> list[Path]:
     )
     if not files:
         raise DataError(
-            f"data directory {data_dir} has no *.parquet files; run `python -m src.data.prepare` "
+            f"data directory {data_dir} has no *.parquet files; run `saimp prepare` "
             "or set paths.data_dir"
         )
     return files

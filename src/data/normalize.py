@@ -183,7 +183,7 @@ def _unit_moments(index: LakeIndex, units: np.ndarray, cache: FileCache) -> list
                 col = names[int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])]
                 raise DataError(
                     f"{lf.path}: column {col!r} has a non-finite value (NaN or inf) in row "
-                    f"group {rg}; features must be finite, re-run `python -m src.data.prepare`"
+                    f"group {rg}; features must be finite, re-run `saimp prepare`"
                 )
             out.append(_Moments.of_block(block))
     finally:

@@ -1,6 +1,6 @@
 """Turn raw candles into the processed Parquet lake the streaming loader reads.
 
-    python -m src.data.prepare --raw data/raw/synthetic --out data/processed
+    saimp prepare --raw-dir data/raw/synthetic --data-dir data/processed
         [--row-group-rows 8192] [--horizon-minutes 120] [--upper1-pct 0.8]
         [--upper2-pct 1.6] [--lower-pct 0.75]
 
@@ -24,14 +24,13 @@ empty, or a lake written by this command; anything else is refused rather than d
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -41,12 +40,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from src.config import DataConfig, LabelConfig, PathsConfig
+from src.config import Config, DataConfig, LabelConfig, apply_overrides
 from src.core import constants as C
-from src.core.errors import ArgumentParser, DataError, UserError, run_cli
+from src.core.errors import ArgumentParser, DataError, UserError
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.labels import horizon_bars, label_counts, triple_barrier_labels
 from src.data.raw_io import RawCandles, iso_ms, read_raw_dir
+from src.flags import add_config_flags, alias, flag_for_error, overrides_from
 
 LAKE_VERSION = 1
 TS_TYPE = pa.timestamp("ms", tz="UTC")
@@ -294,7 +294,7 @@ def prepare_lake(
     *,
     label: LabelConfig | None = None,
     row_group_rows: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Build the processed lake in `out_dir` from the raw candles in `raw_dir`.
 
@@ -302,6 +302,7 @@ def prepare_lake(
     written then).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    log = log or logging.getLogger(__name__).info
     label = label or LabelConfig()
     if row_group_rows is None:
         row_group_rows = DataConfig().row_group_rows
@@ -353,38 +354,38 @@ def prepare_lake(
 # ---------------------------------------------------------------------------- CLI
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    paths, data, label = PathsConfig(), DataConfig(), LabelConfig()
+_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "paths": ("raw_dir", "data_dir"),
+    "label": None,
+    "data": ("row_group_rows",),
+}
+
+
+def main(argv: list[str] | None = None, prog: str = "saimp prepare") -> int:
     parser = ArgumentParser(
-        prog="python -m src.data.prepare",
-        description="Build the processed Parquet lake (causal features + labels) from raw candles.",
+        prog=prog,
+        description="Build the processed Parquet lake (causal features + triple-barrier labels) "
+        "from raw candles.",
     )
-    parser.add_argument("--raw", type=Path, default=paths.raw_dir, help="raw candle directory")
-    parser.add_argument("--out", type=Path, default=paths.data_dir, help="lake directory")
-    parser.add_argument("--row-group-rows", type=int, default=data.row_group_rows)
-    parser.add_argument("--horizon-minutes", type=int, default=label.horizon_minutes)
-    parser.add_argument("--upper1-pct", type=float, default=label.upper1_pct)
-    parser.add_argument("--upper2-pct", type=float, default=label.upper2_pct)
-    parser.add_argument("--lower-pct", type=float, default=label.lower_pct)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    dests: dict[str, tuple[str, str]] = {}
+    add_config_flags(parser, Config(), _SECTIONS, dests)
+    alias(parser, "--raw", "--raw-dir")
+    alias(parser, "--out", "--data-dir")
+    args = parser.parse_args(argv)
     try:
-        label = LabelConfig(
-            horizon_minutes=args.horizon_minutes,
-            upper1_pct=args.upper1_pct,
-            upper2_pct=args.upper2_pct,
-            lower_pct=args.lower_pct,
-        )
+        cfg = apply_overrides(Config(), overrides_from(args, dests), "command line")
     except ValueError as err:
-        # LabelConfig names fields ("label.upper1_pct"); the user typed flags.
-        message = re.sub(r"label\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))
-        raise UserError(message) from None
-    prepare_lake(args.raw, args.out, label=label, row_group_rows=args.row_group_rows)
+        raise UserError(flag_for_error(str(err), dests, args)) from None
+    prepare_lake(
+        cfg.paths.raw_dir,
+        cfg.paths.data_dir,
+        label=cfg.label,
+        row_group_rows=cfg.data.row_group_rows,
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    from src.cli import run_module
+
+    run_module(__spec__.name)  # as the module, so its log lines are under `src`

@@ -1,4 +1,4 @@
-"""Read raw candles (DESIGN.md, "Data contract") and check them.
+"""Read raw candles (docs/design.md, "Data contract") and check them.
 
 Accepted files in the raw directory (not its subdirectories):
 
@@ -119,7 +119,7 @@ def list_raw_files(raw_dir: Path) -> list[Path]:
     if not raw_dir.is_dir():
         raise DataError(
             f"raw data directory {raw_dir} does not exist; pass --raw DIR, or create "
-            f"synthetic data with `python -m src.data.synthetic --out {raw_dir}`"
+            f"synthetic data with `saimp synthetic --raw-dir {raw_dir}`"
         )
     files = sorted(
         p

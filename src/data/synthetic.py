@@ -1,6 +1,6 @@
 """Synthetic raw candles: the embedded default dataset and a leakage canary.
 
-    python -m src.data.synthetic --out data/raw/synthetic [--seed 7] [--bars 200000]
+    saimp synthetic --raw-dir data/raw/synthetic [--synthetic-seed 7] [--synthetic-bars 200000]
         [--bar-minutes 1|15] [--mode planted|random_walk] [--symbols 1]
 
 The price is a geometric random walk whose per-bar volatility is the product of
@@ -32,9 +32,8 @@ candles on every run.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -44,8 +43,11 @@ import pyarrow.parquet as pq
 
 from src.config import DataConfig
 from src.core import constants as C
-from src.core.errors import ArgumentParser, UserError, run_cli
+from src.core.errors import ArgumentParser, UserError
 from src.data.prepare import month_slices, replace_dir, staging_dir
+from src.flags import alias
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["planted", "random_walk"]
 MODES: tuple[str, ...] = ("planted", "random_walk")
@@ -286,51 +288,54 @@ def _is_synthetic_file(path: Path) -> bool:
 
 def _check_synthetic_target(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; give a directory")
+        raise UserError(f"--raw-dir {out_dir} is a file; give a directory")
     if out_dir.is_dir():
         foreign = [p.name for p in sorted(out_dir.iterdir()) if not _is_synthetic_file(p)]
         if foreign:
             raise UserError(
-                f"--out {out_dir} holds files that are not synthetic candles "
+                f"--raw-dir {out_dir} holds files that are not synthetic candles "
                 f"(e.g. {foreign[0]}); choose an empty or new directory"
             )
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None, prog: str = "saimp synthetic") -> int:
     defaults = DataConfig()
     parser = ArgumentParser(
-        prog="python -m src.data.synthetic",
+        prog=prog,
         description="Write synthetic raw candles, one Parquet file per symbol and month.",
     )
-    parser.add_argument("--out", type=Path, default=C.DEFAULT_RAW_DIR, help="output directory")
-    parser.add_argument("--seed", type=int, default=defaults.synthetic_seed)
-    parser.add_argument("--bars", type=int, default=defaults.synthetic_bars, help="bars per symbol")
+    parser.add_argument("--raw-dir", type=Path, default=C.DEFAULT_RAW_DIR, help="output directory")
+    parser.add_argument("--synthetic-seed", type=int, default=defaults.synthetic_seed, help="seed")
+    parser.add_argument(
+        "--synthetic-bars", type=int, default=defaults.synthetic_bars, help="bars per symbol"
+    )
     parser.add_argument("--bar-minutes", type=int, choices=(1, 15), default=defaults.bar_minutes)
     parser.add_argument("--mode", choices=MODES, default="planted")
     parser.add_argument("--symbols", type=int, default=1, help="number of symbols")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    if args.bars < 1:
-        raise UserError(f"--bars must be >= 1, got {args.bars}")
+    alias(parser, "--out", "--raw-dir", type=Path)
+    alias(parser, "--seed", "--synthetic-seed", type=int)
+    alias(parser, "--bars", "--synthetic-bars", type=int)
+    args = parser.parse_args(argv)
+    if args.synthetic_bars < 1:
+        raise UserError(f"--synthetic-bars must be >= 1, got {args.synthetic_bars}")
     if args.symbols < 1:
         raise UserError(f"--symbols must be >= 1, got {args.symbols}")
     paths = write_raw(
-        args.out,
-        n_bars=args.bars,
-        seed=args.seed,
+        args.raw_dir,
+        n_bars=args.synthetic_bars,
+        seed=args.synthetic_seed,
         bar_minutes=args.bar_minutes,
         mode=args.mode,
         n_symbols=args.symbols,
     )
-    print(
-        f"wrote {len(paths)} files ({args.symbols} symbol(s) x {args.bars} bars of "
-        f"{args.bar_minutes} min, mode {args.mode}, seed {args.seed}) to {args.out}"
+    log.info(
+        f"wrote {len(paths)} files ({args.symbols} symbol(s) x {args.synthetic_bars} bars of "
+        f"{args.bar_minutes} min, mode {args.mode}, seed {args.synthetic_seed}) to {args.raw_dir}"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    from src.cli import run_module
+
+    run_module(__spec__.name)  # as the module, so its log lines are under `src`

@@ -1,7 +1,7 @@
-"""Evaluate a checkpoint on a split: `python -m src.modelling.evaluate`.
+"""Evaluate a checkpoint on a split: `saimp evaluate` (`python -m src.modelling.evaluate`).
 
-    python -m src.modelling.evaluate [--checkpoint data/saimp_best.pth] [--data DIR]
-        [--split test] [--out DIR] [--batch-size 512] [--device auto] [--null-draws 1000]
+    saimp evaluate [--checkpoint data/saimp_best.pth] [--data-dir DIR] [--split test]
+        [--out DIR] [--batch-size 512] [--device auto] [--null-draws 1000]
 
 The model and the normalisation are rebuilt from the checkpoint's JSON sidecar (weights
 loaded with `weights_only=True`). The split is the one training used: its bounds come
@@ -10,61 +10,38 @@ that grew since training still tests on the same time range (plus any later bars
 
 Writes `{checkpoint_stem}_{split}_report.json` and `.png` (confusion heatmap) next to
 the checkpoint, or in `--out`, prints a table, and prints the JSON's path last. The
-numbers are computed in `src.modelling.report` (see there for the baselines and the
+numbers are computed in `evaluation/report.py` (see there for the baselines and the
 chance level).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import logging
 import math
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from src.config import Config, DataConfig, TrainConfig
 from src.core import constants as C
-from src.core.errors import ArgumentParser, DataError, UserError, run_cli
-from src.modelling import report as rp
-from src.modelling.checkpoint import (
-    CheckpointError,
-    atomic_save_json,
-    atomic_write,
-    load_sidecar,
-    load_state_dict_file,
-    sidecar_path,
-)
-from src.modelling.model import SAIMP, SAIMPConfig
+from src.core.errors import ArgumentParser, DataError, UserError
+from src.flags import alias
+from src.modelling.checkpointing.atomic import atomic_save_json
+from src.modelling.checkpointing.best import sidecar_path
+from src.modelling.evaluation import report as rp
+from src.modelling.evaluation.confusion_plot import plot_confusion
+from src.modelling.evaluation.inference import eval_config, load_model, predict, split_bounds_of
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 512
 DEFAULT_NULL_DRAWS = 1000
 SPLIT_NAMES = ("train", "val", "test")
-
-
-@dataclass
-class Predictions:
-    """Labels and argmax predictions of a split, in stream (chronological) order."""
-
-    y_true: np.ndarray
-    """int8 (N,)"""
-    y_pred: np.ndarray
-    """int8 (N,)"""
-    loss_sum: float = 0.0
-    """Sum over samples of weight[y] * cross-entropy."""
-    weight_sum: float = 0.0
-    """Sum over samples of weight[y] (the normaliser of a weighted mean)."""
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / self.weight_sum if self.weight_sum else math.nan
 
 
 @dataclass
@@ -74,114 +51,6 @@ class EvalResult:
     png_path: Path
 
 
-# ---------------------------------------------------------------------------- loading
-
-
-def load_model(checkpoint: Path) -> tuple[SAIMP, dict[str, Any]]:
-    """The model with the checkpoint's weights (eval mode, CPU) and its sidecar."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"--checkpoint: {checkpoint} not found; train first (python -m src.modelling.train) "
-            "or pass the path of a best checkpoint"
-        )
-    sidecar = load_sidecar(checkpoint)
-    for key in ("model", "normalizer", "split"):
-        if not isinstance(sidecar.get(key), dict):
-            raise CheckpointError(
-                f"{sidecar_path(checkpoint)} has no {key!r} section; evaluate a checkpoint "
-                "written by python -m src.modelling.train"
-            )
-    try:
-        cfg = SAIMPConfig(**sidecar["model"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{sidecar_path(checkpoint)}: bad model config: {err}") from None
-    model = SAIMP(cfg)
-    state = load_state_dict_file(checkpoint)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0][:200]
-        raise CheckpointError(
-            f"{checkpoint} does not match the model described by {sidecar_path(checkpoint)}: "
-            f"{first}"
-        ) from None
-    return model.eval(), sidecar
-
-
-def split_bounds_of(sidecar: dict[str, Any], where: Path) -> Any:
-    from src.data.split import SplitBounds
-
-    s = sidecar["split"]
-    try:
-        return SplitBounds(
-            val_start_ms=int(s["val_start_ms"]), test_start_ms=int(s["test_start_ms"])
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{where}: malformed 'split' section ({err})") from None
-
-
-def eval_config(sidecar: dict[str, Any], data_dir: Path, batch_size: int, bounds: Any) -> Config:
-    """A Config that makes `build_data` read `data_dir` with the training run's split."""
-    from src.data.split import iso
-
-    trained = (sidecar.get("config") or {}).get("data", {})
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    data_fields = {k: v for k, v in trained.items() if k in known}
-    data_fields.update(
-        seq_len=int(sidecar["model"]["seq_len"]),
-        val_start=iso(bounds.val_start_ms),
-        test_start=iso(bounds.test_start_ms),
-        num_workers=0,
-    )
-    try:
-        data = DataConfig(**data_fields)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"the sidecar's data settings are not usable: {err}") from None
-    cfg = Config(data=data, train=TrainConfig(batch_size=batch_size))
-    cfg.paths.data_dir = Path(data_dir)
-    return cfg
-
-
-# ---------------------------------------------------------------------------- predicting
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    batches: Iterable[Any],
-    *,
-    device: torch.device | str = "cpu",
-    class_weights: Iterable[float] | None = None,
-) -> Predictions:
-    """Run `model` over `(x, y, ...)` batches: argmax predictions and the weighted loss."""
-    device = torch.device(device)
-    model = model.to(device).eval()
-    weight = (
-        torch.tensor(list(class_weights), dtype=torch.float32)
-        if class_weights is not None
-        else None
-    )
-    ys: list[np.ndarray] = []
-    ps: list[np.ndarray] = []
-    loss_sum = weight_sum = 0.0
-    for batch in batches:
-        x, y = batch[0].to(device, non_blocking=True), batch[1].to(torch.int64)
-        logits = model(x).float().cpu()  # (B, n_classes)
-        ys.append(y.numpy().astype(np.int8))
-        ps.append(logits.argmax(dim=1).numpy().astype(np.int8))
-        if weight is not None:
-            loss_sum += float(F.cross_entropy(logits, y, weight=weight, reduction="sum"))
-            weight_sum += float(weight[y].sum())
-    empty = np.empty(0, np.int8)
-    return Predictions(
-        np.concatenate(ys) if ys else empty,
-        np.concatenate(ps) if ps else empty,
-        loss_sum,
-        weight_sum,
-    )
-
-
 # ---------------------------------------------------------------------------- files
 
 
@@ -189,50 +58,6 @@ def report_paths(checkpoint: Path, split: str, out_dir: Path | None) -> tuple[Pa
     base = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
     stem = f"{Path(checkpoint).stem}_{split}_report"
     return base / f"{stem}.json", base / f"{stem}.png"
-
-
-def plot_confusion(report: dict[str, Any], png: Path, title: str = "") -> Path:
-    """Heatmap of the confusion matrix: colour = row-normalised %, text = count and %."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = report["class_names"]
-    cm = np.asarray(report["confusion_matrix"], dtype=np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    pct = np.divide(100 * cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(6.6, 5.6))
-    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(
-                j,
-                i,
-                f"{int(cm[i, j]):,}\n{pct[i, j]:.1f}%",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if pct[i, j] > 55 else "black",
-            )
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(
-        range(len(names)), [f"{n}\n(n={int(r):,})" for n, r in zip(names, rows[:, 0], strict=True)]
-    )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    rnd = report["baselines"]["random"]
-    ax.set_title(
-        title
-        or f"{report.get('split', '')}: macro-F1 {report['macro_f1']:.3f} (random "
-        f"{rnd['macro_f1']:.3f}), balanced acc {report['balanced_accuracy']:.3f}",
-        fontsize=10,
-    )
-    fig.colorbar(im, ax=ax, label="% of the true class (row)")
-    fig.tight_layout()
-    atomic_write(png, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    plt.close(fig)
-    return png
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -268,7 +93,7 @@ def evaluate_checkpoint(
     device: torch.device | str | None = None,
     null_draws: int = DEFAULT_NULL_DRAWS,
     seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> EvalResult:
     """Rebuild the checkpoint's model and normalisation, stream `split`, write the report."""
     from src.data.dataloader import build_data
@@ -285,7 +110,9 @@ def evaluate_checkpoint(
     if data_dir is None:
         data_dir = (sidecar.get("config") or {}).get("paths", {}).get("data_dir")
         if data_dir is None:
-            raise UserError("--data: the sidecar does not name the training lake; pass --data DIR")
+            raise UserError(
+                "--data-dir: the sidecar does not name the training lake; pass --data-dir DIR"
+            )
     data_dir = Path(data_dir)
     normalizer = Normalizer.from_dict(sidecar["normalizer"])
     cfg = eval_config(sidecar, data_dir, batch_size, bounds)
@@ -356,9 +183,9 @@ def evaluate_checkpoint(
 # ---------------------------------------------------------------------------- command line
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "saimp evaluate") -> argparse.ArgumentParser:
     p = ArgumentParser(
-        prog="python -m src.modelling.evaluate",
+        prog=prog,
         description="Evaluate a best checkpoint on a split of the lake: per-class precision, "
         "recall and F1, macro-F1, balanced accuracy, confusion matrix, and the same numbers "
         "for a majority-class and a random (class-frequency) baseline. Writes "
@@ -366,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", type=Path, default=C.DEFAULT_CHECKPOINT)
     p.add_argument(
-        "--data", type=Path, help="processed lake (default: the one the checkpoint trained on)"
+        "--data-dir", type=Path, help="processed lake (default: the one the checkpoint trained on)"
     )
+    alias(p, "--data", "--data-dir", type=Path)
     p.add_argument("--split", default="test", choices=SPLIT_NAMES)
     p.add_argument("--out", type=Path, help="report directory (default: beside the checkpoint)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -382,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
     device = None if args.device == "auto" else args.device
     if device is not None:
         try:
@@ -394,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--null-draws must be >= 0, got {args.null_draws}")
     evaluate_checkpoint(
         args.checkpoint,
-        data_dir=args.data,
+        data_dir=args.data_dir,
         split=args.split,
         out_dir=args.out,
         batch_size=args.batch_size,
@@ -406,4 +234,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    from src.cli import run_module
+
+    run_module(__spec__.name)  # as the module, so its log lines are under `src`

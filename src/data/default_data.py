@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch.distributed as dist
@@ -9,7 +10,9 @@ import torch.distributed as dist
 from src.config import Config
 from src.core.constants import DEFAULT_PROCESSED_DIR
 from src.core.errors import UserError
-from src.modelling.distributed import World
+from src.modelling.training.distributed import World
+
+log = logging.getLogger(__name__)
 
 
 def _has_parquet(path: Path) -> bool:
@@ -28,7 +31,7 @@ def ensure_default_data(cfg: Config, world: World) -> None:
     if Path(data_dir) != DEFAULT_PROCESSED_DIR:
         raise UserError(
             f"--data-dir: no processed Parquet files in {data_dir}; create them with "
-            f"python -m src.data.prepare --raw RAW_DIR --out {data_dir}"
+            f"saimp prepare --raw-dir RAW_DIR --data-dir {data_dir}"
         )
     if world.is_main:
         from src.data.prepare import prepare_lake
@@ -36,14 +39,14 @@ def ensure_default_data(cfg: Config, world: World) -> None:
 
         raw = cfg.paths.raw_dir
         if not _has_parquet(raw):
-            print(f"[DATA] generating the default synthetic candles in {raw}", flush=True)
+            log.info(f"[DATA] generating the default synthetic candles in {raw}")
             write_raw(
                 raw,
                 n_bars=cfg.data.synthetic_bars,
                 seed=cfg.data.synthetic_seed,
                 bar_minutes=cfg.data.bar_minutes,
             )
-        print(f"[DATA] preparing {raw} -> {data_dir}", flush=True)
+        log.info(f"[DATA] preparing {raw} -> {data_dir}")
         prepare_lake(raw, data_dir, label=cfg.label, row_group_rows=cfg.data.row_group_rows)
     if world.distributed:
         dist.barrier()

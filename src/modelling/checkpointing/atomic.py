@@ -1,4 +1,4 @@
-"""Checkpoint files: written atomically, read without pickle.
+"""Checkpoint files on disk: written atomically, read without pickle.
 
 Every file is written to a temporary file in the same directory, flushed and fsynced,
 then moved over the old one with `os.replace`, so a crash at any moment leaves either
@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torch import nn
 
 from src.core.errors import UserError
 
 
 class CheckpointError(UserError):
     """A checkpoint is missing, truncated, not ours, or unsafe to load."""
-
-
-def sidecar_path(checkpoint: Path) -> Path:
-    """`data/saimp_best.pth` -> `data/saimp_best.json`."""
-    return Path(checkpoint).with_suffix(".json")
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -71,24 +65,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside a DistributedDataParallel (or compiled) wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
-def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights on the CPU, with no `module.` prefix, ready for any device."""
-    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
-
-
-def save_best(model: nn.Module, path: Path, sidecar: dict[str, Any]) -> None:
-    """Write the best weights, then their sidecar JSON (what inference needs)."""
-    atomic_save_torch(plain_state_dict(model), path)
-    atomic_save_json(sidecar, sidecar_path(path))
-
-
 def safe_load(path: Path, what: str = "checkpoint") -> Any:
     """`torch.load` with `weights_only=True`, turning every failure into one clear error."""
     path = Path(path)
@@ -106,26 +82,3 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or not a torch file): {first}"
         ) from None
-
-
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """Load a best-model file and check it is a plain `state_dict` of tensors."""
-    obj = safe_load(path)
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise CheckpointError(f"{path} is not a model state_dict (a mapping of names to tensors)")
-    return obj
-
-
-def load_sidecar(checkpoint: Path) -> dict[str, Any]:
-    path = sidecar_path(checkpoint)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path} not found: the checkpoint's JSON sidecar holds the model config and "
-            "normalisation; keep it beside the .pth file"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None

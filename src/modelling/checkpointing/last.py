@@ -6,23 +6,24 @@ history), the streaming dataset's position, every RNG state, and a fingerprint o
 settings that change the result. It is written only at window boundaries (after an
 optimizer step), so the position inside an accumulation window is always its start.
 
-Writes are atomic (see `checkpoint.atomic_write`). Before a new `last` replaces the
+Writes are atomic (see `atomic.atomic_write`). Before a new `last` replaces the
 old one, the old one becomes `.prev`, so even a `last` damaged after the fact (a disk
 error, a truncating copy) falls back to the one before it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import torch
 
-from src.modelling.checkpoint import CheckpointError, atomic_write, safe_load
+from src.modelling.checkpointing.atomic import CheckpointError, atomic_write, safe_load
+
+log = logging.getLogger(__name__)
 
 FORMAT = "saimp-train-state"
 VERSION = 1
@@ -37,47 +38,6 @@ def last_path_for(best: Path) -> Path:
 
 def previous_path(last: Path) -> Path:
     return Path(last).with_name(Path(last).name + ".prev")
-
-
-def capture_rng() -> dict[str, Any]:
-    """Every RNG state as tensors and plain values (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": _python_state_to_plain(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _python_state_to_plain(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
 
 
 def save_training_state(
@@ -122,16 +82,6 @@ def load_training_state(path: Path) -> tuple[dict[str, Any], Path]:
     except CheckpointError as err:
         prev = previous_path(path)
         if prev.exists():
-            print(f"[RESUME] {err}; falling back to {prev}", flush=True)
+            log.warning(f"[RESUME] {err}; falling back to {prev}")
             return _load_one(prev), prev
         raise
-
-
-def fingerprint_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two fingerprints (flat dicts of settings)."""
-    keys = sorted(set(saved) | set(current))
-    return [
-        f"{k}: checkpoint has {saved.get(k)!r}, this run has {current.get(k)!r}"
-        for k in keys
-        if saved.get(k) != current.get(k)
-    ]

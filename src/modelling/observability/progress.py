@@ -3,18 +3,19 @@ RAM (and VRAM on a GPU), for training and for validation.
 
 `--progress` chooses the console output (`TrackConfig.progress`):
 - "auto": the bar when stdout's console is a terminal and this is rank 0, else lines;
-- "lines": the seed-shaped lines every `log_every` batches (`ConsoleLogger`);
+- "lines": the seed-shaped lines every `log_every` batches (`ConsoleHooks`);
 - "bar": the bar, even when stdout is not a terminal.
 
-The bar is drawn on the console stream only: when `TeeOutput` copies stdout into the
-run's log file, the bar goes to the tee's console, so the log never receives a redraw.
-The log receives instead the same batch lines as the plain output, so the log file reads
-the same with or without a bar. `info()` lines clear the bar, print through stdout (the
-console and the log), and redraw the bar, so they never garble it.
+The bar is drawn on stdout only; the run's log file never receives a redraw. The log
+file receives instead the same batch lines as the plain output (logged with
+`FILE_ONLY`), so it reads the same with or without a bar. Log lines on the console are
+written through `tqdm.write` (`src.core.logs.ConsoleHandler`), which clears the bar and
+redraws it, so they never garble it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -23,7 +24,11 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
-from src.modelling.reporting import ConsoleLogger, Throughput, memory_usage
+from src.core.logs import FILE_ONLY
+from src.modelling.observability.console import ConsoleHooks
+from src.modelling.observability.memory import Throughput, memory_usage
+
+log = logging.getLogger(__name__)
 
 BAR_FORMAT = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
@@ -34,25 +39,9 @@ OPEN_FORMAT = "{desc}: {n_fmt} batches [{elapsed} elapsed, {rate_fmt}{postfix}]"
 """The bar of a loader without a length: no percentage, no ETA."""
 
 
-def console_stream(stream: TextIO | None = None) -> TextIO:
-    """The stream that reaches the terminal: `stream` (default: sys.stdout) itself, or the
-    console side of a `TeeOutput` tee (which has a `console` attribute)."""
-    s: Any = sys.stdout if stream is None else stream
-    while hasattr(s, "console"):
-        s = s.console
-    return s
-
-
-def write_log_only(text: str) -> None:
-    """Write `text` to the run's log file alone (when stdout is a `TeeOutput` tee)."""
-    write_log = getattr(sys.stdout, "write_log", None)
-    if write_log is not None:
-        write_log(text)
-
-
 def is_terminal(stream: TextIO | None = None) -> bool:
     """Whether `stream`'s console is an interactive terminal able to redraw a bar."""
-    console = console_stream(stream)
+    console = sys.stdout if stream is None else stream
     try:
         tty = console.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
@@ -69,11 +58,11 @@ def use_bar(mode: str, is_main: bool = True, stream: TextIO | None = None) -> bo
     return mode == "bar" or is_terminal(stream)
 
 
-class BarLogger(ConsoleLogger):
-    """`ConsoleLogger`'s epoch lines, with a tqdm bar for each training and validation phase.
+class BarHooks(ConsoleHooks):
+    """`ConsoleHooks`' epoch lines, with a tqdm bar for each training and validation phase.
 
-    `stream` is where the bar is drawn (default: the console of sys.stdout when a bar
-    starts); `refresh_s` is the shortest interval between two redraws.
+    `stream` is where the bar is drawn (default: sys.stdout when a bar starts);
+    `refresh_s` is the shortest interval between two redraws.
     """
 
     def __init__(
@@ -91,17 +80,10 @@ class BarLogger(ConsoleLogger):
         self._next_postfix = 0.0
 
     # -- lines --------------------------------------------------------------------------
-    def info(self, message: str) -> None:
-        bar = self.bar
-        if bar is not None:
-            bar.clear()
-        print(message, flush=True)
-        if bar is not None:
-            bar.refresh()
-
     def batch(self, epoch: int, batch_idx: int, loss: float, acc: float, **extra: Any) -> None:
         # The bar shows these numbers live; the log file keeps the plain lines.
-        write_log_only("".join(f"{line}\n" for line in self.batch_lines(batch_idx, loss, acc)))
+        for line in self.batch_lines(batch_idx, loss, acc):
+            log.info(line, extra=FILE_ONLY)
 
     def epoch_start(self, epoch: int, num_epochs: int, n_batches: int | None) -> None:
         self._close_bar()
@@ -125,7 +107,7 @@ class BarLogger(ConsoleLogger):
             total=total,
             desc=f"{self._label} {phase}".strip(),
             unit=" batch",
-            file=self.stream if self.stream is not None else console_stream(),
+            file=self.stream if self.stream is not None else sys.stdout,
             bar_format=BAR_FORMAT if total else OPEN_FORMAT,
             mininterval=self.refresh_s,
             dynamic_ncols=True,

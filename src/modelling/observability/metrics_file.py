@@ -1,10 +1,8 @@
-"""The files a run leaves in `logs/` (the text log, the JSONL metrics, the PNG), and the
-factory of a run's logger.
+"""A run's metrics as records: the JSONL file (and its PNG), and what trackers receive.
 
-`logs/train_run_{YYYYMMDD_HHMMSS}.txt` receives everything the run prints on stdout and
-stderr (a tee, so the console still shows it; a progress bar is drawn on the console
-only), `.jsonl` one JSON object per line, and `.png` the curves drawn from the JSONL,
-redrawn after each epoch (`python -m src.modelling.plots RUN.jsonl` redraws it too).
+`logs/train_run_{YYYYMMDD_HHMMSS}.jsonl` gets one JSON object per line, and `.png` the
+curves drawn from the JSONL, redrawn after each epoch (`saimp plot RUN.jsonl` redraws
+it too).
 
 JSONL records (NaN and infinities are written as null; `time` is Unix seconds):
 
@@ -13,7 +11,7 @@ JSONL records (NaN and infinities are written as null; `time` is Unix seconds):
 - `{"kind": "step", ...}`, one per logged batch (every `log_every` micro-batches):
   `epoch` (from 1), `batch` (micro-batch index in the epoch), `step` (the x axis of the
   step curves: the global step the loop reports, i.e. optimizer steps done in the run,
-  which carry on across a resume; else the micro-batches done since this logger began),
+  which carry on across a resume; else the micro-batches done since these hooks began),
   `loss` and `acc` (as the loop reports them for that batch), `lr`, `samples_per_s`
   (this process's training throughput in the epoch so far), `ram_gb` (machine RAM in
   use), `vram_gb` (VRAM reserved by torch; null on the CPU), `skipped_steps` (optimizer
@@ -34,25 +32,17 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 
-from src.modelling.plots import plot_history, read_epoch_records
-from src.modelling.progress import BarLogger, console_stream, use_bar
-from src.modelling.reporting import (
-    ConsoleLogger,
-    FanoutLogger,
-    NullLogger,
-    Throughput,
-    memory_usage,
-)
-from src.modelling.trackers import RecordSink, flatten_params, make_trackers
+from src.modelling.observability.hooks import Hooks
+from src.modelling.observability.memory import Throughput, memory_usage
+from src.modelling.observability.plots import plot_history, read_epoch_records
+from src.modelling.observability.trackers import RecordSink, flatten_params
 
 STEP_KEYS = (
     "kind",
@@ -96,87 +86,6 @@ EPOCH_KEYS = (
 """The keys every epoch record has."""
 
 
-def run_stamp() -> str:
-    return time.strftime("%Y%m%d_%H%M%S")
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    log: Path
-    jsonl: Path
-    png: Path
-
-    @classmethod
-    def in_dir(cls, logs_dir: Path, stamp: str | None = None) -> RunPaths:
-        """Paths for a new run; a second run started in the same second gets `_2`, `_3`..."""
-        name = f"train_run_{stamp or run_stamp()}"
-        base, n = Path(logs_dir) / name, 1
-        while base.with_suffix(".txt").exists() or base.with_suffix(".jsonl").exists():
-            n += 1
-            base = Path(logs_dir) / f"{name}_{n}"
-        return cls(base.with_suffix(".txt"), base.with_suffix(".jsonl"), base.with_suffix(".png"))
-
-    @property
-    def name(self) -> str:
-        """`train_run_{stamp}`: the run's name in trackers."""
-        return self.log.stem
-
-
-class _Tee:
-    """A text stream that writes to the console stream and to the log file.
-
-    `console` is the terminal side: a progress bar draws there, never in the log.
-    `write_log` writes to the log file alone.
-    """
-
-    def __init__(self, console: TextIO, log: TextIO) -> None:
-        self.console, self.log = console, log
-
-    def write(self, text: str) -> int:
-        self.console.write(text)
-        self.log.write(text)
-        return len(text)
-
-    def write_log(self, text: str) -> None:
-        self.log.write(text)
-
-    def flush(self) -> None:
-        self.console.flush()
-        self.log.flush()
-
-    def isatty(self) -> bool:
-        return self.console.isatty()
-
-    def fileno(self) -> int:
-        return self.console.fileno()
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self.console, "encoding", "utf-8")
-
-
-class TeeOutput:
-    """Context manager: while active, stdout and stderr also go to `log_path`."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-
-    def __enter__(self) -> TeeOutput:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.log_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        self._saved = sys.stdout, sys.stderr
-        sys.stdout = _Tee(sys.stdout, self._file)
-        sys.stderr = _Tee(sys.stderr, self._file)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None and not isinstance(exc, SystemExit | KeyboardInterrupt):
-            # The entry point prints the error on the console after this; keep it in the log.
-            self._file.write(f"error: {exc}\n")
-        sys.stdout, sys.stderr = self._saved
-        self._file.close()
-
-
 def _finite(value: Any) -> Any:
     """JSON has no NaN: write null instead, so any JSON reader can load the file."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -200,10 +109,10 @@ class JsonlSink(RecordSink):
     """Appends each record as one JSON line; after an epoch record, redraws the PNG from
     the file's epoch records (the file is the one source of the plotted numbers)."""
 
-    def __init__(self, paths: RunPaths) -> None:
-        self.paths = paths
-        paths.jsonl.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(paths.jsonl, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    def __init__(self, jsonl: Path, png: Path) -> None:
+        self.jsonl, self.png = Path(jsonl), Path(png)
+        self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.jsonl, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def _line(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, allow_nan=False, default=_json_default) + "\n")
@@ -215,13 +124,13 @@ class JsonlSink(RecordSink):
         self._line(record)
         if record.get("kind") == "epoch":
             self._fh.flush()
-            plot_history(read_epoch_records(self.paths.jsonl), self.paths.png)
+            plot_history(read_epoch_records(self.jsonl), self.png)
 
     def close(self) -> None:
         self._fh.close()
 
 
-class MetricsRecorder(NullLogger):
+class MetricsRecorder(Hooks):
     """Turns the loop's hooks into step and epoch records, and hands each to every sink.
 
     A step record is completed when its window ends (the next `progress("train")`), so it
@@ -337,58 +246,3 @@ class MetricsRecorder(NullLogger):
                 first = first or err
         if first is not None:
             raise first
-
-
-class RunFilesLogger(FanoutLogger):
-    """The console (lines, or a bar), plus the JSONL/PNG writer, plus optional trackers."""
-
-    def __init__(
-        self,
-        paths: RunPaths,
-        device: torch.device | None = None,
-        *,
-        console: NullLogger | None = None,
-        trackers: Iterable[RecordSink] = (),
-    ) -> None:
-        self.paths = paths
-        self.console = console if console is not None else ConsoleLogger(device)
-        self.recorder = MetricsRecorder([JsonlSink(paths), *trackers], device)
-        super().__init__([self.console, self.recorder])
-
-
-def make_run_logger(
-    cfg: Any,
-    paths: RunPaths,
-    device: torch.device | None = None,
-    *,
-    is_main: bool = True,
-    params: dict[str, Any] | None = None,
-    stream: TextIO | None = None,
-) -> NullLogger:
-    """The logger of `python -m src.modelling.train`, from `cfg.track` (a `Config`).
-
-    On rank 0: console lines or a progress bar (`cfg.track.progress`, decided on
-    `stream`'s console, default sys.stdout), the JSONL and PNG in `paths`, and the
-    trackers switched on, which receive the resolved config plus `params` (e.g. device,
-    precision, parameter count; more can follow with `logger.log_params`). Other ranks
-    get a `NullLogger`. A switched-on tracker whose extra is missing raises
-    `MissingExtraError` before any file is created.
-    """
-    if not is_main:
-        return NullLogger()
-    trackers = make_trackers(
-        cfg.track, paths.name, files_at_close=(paths.jsonl, paths.png, paths.log)
-    )
-    try:
-        console = (
-            BarLogger(device, stream=None if stream is None else console_stream(stream))
-            if use_bar(cfg.track.progress, True, stream)
-            else None
-        )
-        logger = RunFilesLogger(paths, device, console=console, trackers=trackers)
-    except BaseException:
-        for t in trackers:
-            t.close()
-        raise
-    logger.log_params({**flatten_params(cfg.to_dict()), **flatten_params(params or {})})
-    return logger

@@ -1,4 +1,4 @@
-"""The logger interface, the seed-shaped console lines, memory figures and the fan-out."""
+"""The hooks interface, the documented console lines, memory figures and the fan-out."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import time
 import pytest
 import torch
 
-from src.modelling.reporting import (
-    ConsoleLogger,
-    FanoutLogger,
-    NullLogger,
-    Throughput,
-    memory_lines,
-    memory_usage,
-)
+from src.core.logs import setup_console
+from src.modelling.observability.console import ConsoleHooks
+from src.modelling.observability.hooks import FanoutHooks, Hooks
+from src.modelling.observability.memory import Throughput, memory_lines, memory_usage
 
 RAM_LINE = re.compile(r"^   \[RAM\] \d+\.\d GB / \d+\.\d GB$")
 
 
-def test_console_lines_keep_the_seed_shape(capsys):
-    log = ConsoleLogger(torch.device("cpu"))
+def test_console_lines_keep_the_documented_shape(capsys):
+    setup_console()
+    log = ConsoleHooks(torch.device("cpu"))
     log.epoch_start(1, 15, None)
     log.batch(1, 0, 1.38, 1 / 3, samples=3)
     log.epoch_start(2, 15, 120)
@@ -48,12 +45,9 @@ def test_throughput():
     assert 0 < t.per_second < 100 / 0.01 + 1
 
 
-class Recorder(NullLogger):
+class Recorder(Hooks):
     def __init__(self, name: str, calls: list, fail_close: bool = False) -> None:
         self.name, self.calls, self.fail_close = name, calls, fail_close
-
-    def info(self, message):
-        self.calls.append((self.name, "info", message))
 
     def batch(self, epoch, batch_idx, loss, acc, **extra):
         self.calls.append((self.name, "batch", batch_idx, extra))
@@ -69,15 +63,12 @@ class Recorder(NullLogger):
 
 def test_fanout_passes_every_hook_in_order_and_closes_all():
     calls: list = []
-    log = FanoutLogger([Recorder("a", calls, fail_close=True), Recorder("b", calls)])
-    log.info("hello")
+    log = FanoutHooks([Recorder("a", calls, fail_close=True), Recorder("b", calls)])
     log.batch(1, 5, 0.5, 0.5, lr=0.1)
     log.checkpoint_saved("x.pth", {"epoch": 1})
     with pytest.raises(OSError, match="a failed"):
         log.close()
     assert calls == [
-        ("a", "info", "hello"),
-        ("b", "info", "hello"),
         ("a", "batch", 5, {"lr": 0.1}),
         ("b", "batch", 5, {"lr": 0.1}),
         ("a", "ckpt", "x.pth"),
@@ -87,9 +78,8 @@ def test_fanout_passes_every_hook_in_order_and_closes_all():
     ]
 
 
-def test_null_logger_accepts_every_hook():
-    log = NullLogger()
-    log.info("x")
+def test_silent_hooks_accept_every_hook():
+    log = Hooks()
     log.log_params({"a": 1})
     log.epoch_start(1, 1, None)
     log.phase_start("train", 3)

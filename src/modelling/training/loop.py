@@ -1,7 +1,7 @@
 """The named steps of the training loop: a window of micro-batches, an epoch, validation.
 
-`train()` (in `train.py`) strings these together with checkpoints, the scheduler,
-early stopping and resume. Everything here works the same for one process and for
+`trainer.Trainer` strings these together with checkpoints, the scheduler, early
+stopping and resume. Everything here works the same for one process and for
 many: each collective is a no-op for a world of one.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,65 +20,15 @@ import torch
 from torch import nn
 
 from src.core.constants import CLASS_NAMES, NUM_CLASSES
-from src.core.errors import UserError
-from src.modelling import metrics
-from src.modelling.distributed import World, all_reduce_sum
-from src.modelling.exact_loss import WindowLoss
-from src.modelling.faults import Faults
-from src.modelling.precision import Precision
-from src.modelling.reporting import NullLogger
+from src.modelling.evaluation import metrics
+from src.modelling.observability.hooks import Hooks
+from src.modelling.training.distributed import World, all_reduce_sum
+from src.modelling.training.exact_loss import WindowLoss
+from src.modelling.training.faults import Faults
+from src.modelling.training.precision import Precision
+from src.modelling.training.state import LoopState, TrainingError, WindowResult
 
-
-class TrainingError(UserError):
-    """The run cannot go on (persistent non-finite loss, empty loaders); nothing good is lost."""
-
-
-@dataclass
-class LoopState:
-    """The loop's progress: what a resumed run needs beside the tensors. Plain values only."""
-
-    epoch: int = 0
-    """Epochs completed."""
-    batches_done: int = 0
-    """Loader batches consumed in the epoch in progress (0 between epochs)."""
-    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    """Loss sum, normaliser, correct, samples of the epoch in progress."""
-    epoch_start_counts: list[int] = field(default_factory=lambda: [0, 0])
-    """`skipped_steps` and `nonfinite_windows` when the epoch in progress began."""
-    epoch_seconds: float = 0.0
-    """Training time already spent in the epoch in progress (before an interruption)."""
-    windows_done: int = 0
-    """Accumulation windows processed over the whole run."""
-    optimizer_steps: int = 0
-    micro_batch: int | None = None
-    """Samples per forward pass when re-cut from the loader's batches (auto, or OOM back-off)."""
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    """Epochs since the selection metric last improved (early stopping counter)."""
-    skipped_steps: int = 0
-    """Optimizer steps the fp16 scaler skipped for inf/nan gradients (whole run)."""
-    nonfinite_windows: int = 0
-    consecutive_nonfinite: int = 0
-    stopped_early: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def start_epoch(self) -> None:
-        self.batches_done = 0
-        self.epoch_sums = [0.0, 0.0, 0.0, 0.0]
-        self.epoch_start_counts = [self.skipped_steps, self.nonfinite_windows]
-        self.epoch_seconds = 0.0
-
-
-@dataclass
-class WindowResult:
-    """One accumulation window, reduced over ranks."""
-
-    loss_sum: float
-    normaliser: float
-    correct: int
-    samples: int
-    stop_requested: bool = False
+log = logging.getLogger(__name__)
 
 
 class Loop:
@@ -94,7 +44,7 @@ class Loop:
         precision: Precision,
         device: torch.device,
         world: World,
-        logger: NullLogger,
+        hooks: Hooks,
         max_grad_norm: float | None,
         max_nonfinite_windows: int,
         log_every: int,
@@ -108,7 +58,7 @@ class Loop:
         self.scaler = precision.make_scaler()
         self.device = device
         self.world = world
-        self.logger = logger
+        self.hooks = hooks
         self.max_grad_norm = max_grad_norm
         self.max_nonfinite_windows = max_nonfinite_windows
         self.log_every = log_every
@@ -133,8 +83,12 @@ class Loop:
         """The window's samples cut into forward passes of `state.micro_batch` samples.
 
         With no micro-batch set, the loader's batches are used as they come (no copy).
-        Re-cutting never changes the gradient: the loss is a sum over samples divided by
-        the window's normaliser, and the model has no batch-dependent layers.
+        Re-cutting never changes the loss being differentiated: a sum over samples divided
+        by the window's normaliser, and the model has no batch-dependent layers. Without
+        dropout (or with `dropout=0`) the gradient is therefore the same for every cut, up
+        to float rounding. With dropout, each forward pass draws its masks from the RNG in
+        turn, so another cut gives other masks: the gradient is then the same only in
+        expectation over the masks, not sample by sample.
         """
         size = self.state.micro_batch
         batches = [(b[0], b[1]) for b in micro_batches]
@@ -245,7 +199,7 @@ class Loop:
                 "model.d_model=...) or a shorter --seq-len"
             )
         self.state.micro_batch = current // 2
-        self.logger.info(
+        log.info(
             f"   [OOM] epoch {epoch}, batch {first_batch_idx}: out of memory with "
             f"{current} samples per forward pass; retrying the window with "
             f"{self.state.micro_batch} (same effective batch and gradient)"
@@ -258,7 +212,7 @@ class Loop:
             self.optimizer.zero_grad(set_to_none=True)
             st.nonfinite_windows += 1
             st.consecutive_nonfinite += 1
-            self.logger.info(
+            log.info(
                 f"   [NaN] epoch {epoch}, batch {first_batch_idx}: non-finite loss, step skipped "
                 f"({st.consecutive_nonfinite}/{self.max_nonfinite_windows} in a row)"
             )
@@ -280,7 +234,7 @@ class Loop:
         if scale_before is not None and self.scaler.get_scale() < scale_before:
             # The scaler found inf/nan gradients and skipped optimizer.step().
             st.skipped_steps += 1
-            self.logger.info(
+            log.info(
                 f"   [AMP] epoch {epoch}, batch {first_batch_idx}: inf/nan gradients, step "
                 f"skipped; loss scale now {self.scaler.get_scale():g}"
             )
@@ -297,7 +251,7 @@ class Loop:
         # with the window's exact (weighted-mean) loss.
         offset = -first_batch_idx % self.log_every
         if offset < n_batches:
-            self.logger.batch(
+            self.hooks.batch(
                 epoch,
                 first_batch_idx + offset,
                 loss,
@@ -306,7 +260,7 @@ class Loop:
                 skipped_steps=self.state.skipped_steps,
                 step=self.state.optimizer_steps,
             )
-        self.logger.progress(
+        self.hooks.progress(
             "train",
             first_batch_idx + n_batches,
             r.samples // self.world.world_size,
@@ -345,7 +299,7 @@ class Loop:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         norm = 0.0
         cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=self.device)
-        self.logger.phase_start("val", loader_length(val_dl))
+        self.hooks.phase_start("val", loader_length(val_dl))
         for i, batch in enumerate(val_dl):
             norm += float(self.window_loss.normaliser(batch[1]))
             x = batch[0].to(self.device, non_blocking=True)
@@ -354,7 +308,7 @@ class Loop:
                 logits = self.model(x)
             loss_sum += self.window_loss.sum_loss(logits, y)
             cm += torch.bincount(y * NUM_CLASSES + logits.argmax(dim=1), minlength=cm.numel())
-            self.logger.progress("val", i + 1, len(y))
+            self.hooks.progress("val", i + 1, len(y))
         reduced = self._reduce([float(loss_sum), norm, *cm.cpu().tolist()])
         loss_total, norm = reduced[0], reduced[1]
         confusion = np.asarray(reduced[2:], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)

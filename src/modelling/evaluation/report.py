@@ -2,7 +2,7 @@
 
 Nothing here reads files, runs the model or prints: `evaluate.py` feeds labels and
 predictions in and writes what comes out. Everything is derived from confusion
-matrices with `src.modelling.metrics`, the functions training uses for validation.
+matrices with `src.modelling.evaluation.metrics`, the functions training uses for validation.
 
 Baselines (what a trader would get without the model):
 - majority: always answer the most frequent class (of the training split when it is
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from src.core.constants import CLASS_NAMES
-from src.modelling import metrics
+from src.modelling.evaluation import metrics
 
 REPORT_FORMAT = "saimp-eval-report"
 REPORT_VERSION = 1

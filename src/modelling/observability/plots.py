@@ -1,18 +1,19 @@
 """The run's PNG, drawn from its JSONL metrics file (the one source of the numbers).
 
-`python -m src.modelling.plots logs/train_run_X.jsonl [out.png]` redraws it (by default
-next to the JSONL, with the suffix `.png`).
+`saimp plot logs/train_run_X.jsonl [out.png]` redraws it (by default next to the JSONL,
+with the suffix `.png`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from src.core.constants import CLASS_NAMES
-from src.core.errors import ArgumentParser, UserError, run_cli
+from src.core.errors import ArgumentParser, UserError
 
 PANELS = {
     "loss": ("train_loss", "val_loss"),
@@ -109,9 +110,9 @@ def plot_history(records: list[dict[str, Any]], png: Path, title: str = "") -> P
     return png
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "saimp plot") -> int:
     p = ArgumentParser(
-        prog="python -m src.modelling.plots",
+        prog=prog,
         description="Redraw a run's PNG from its JSONL metrics file.",
     )
     p.add_argument("jsonl", type=Path, help="logs/train_run_{stamp}.jsonl")
@@ -125,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.jsonl}: not a JSONL metrics file ({err})") from None
     if not records:
         raise UserError(f"{args.jsonl}: no epoch records yet; nothing to plot")
-    print(plot_history(records, args.png or args.jsonl.with_suffix(".png")))
+    logging.getLogger(__name__).info(
+        str(plot_history(records, args.png or args.jsonl.with_suffix(".png")))
+    )
     return 0
 
 
 if __name__ == "__main__":
-    import sys
+    from src.cli import run_module
 
-    sys.exit(run_cli(main))
+    run_module(__spec__.name)  # as the module, so its log lines are under `src`

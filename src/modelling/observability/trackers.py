@@ -6,11 +6,11 @@ package is enough for a local store). They are imported only when switched on; a
 missing extra stops the run at its start with a `UserError` naming the flag and the
 install command.
 
-Trackers are record sinks: `run_files.MetricsRecorder` builds each JSONL record once and
+Trackers are record sinks: `metrics_file.MetricsRecorder` builds each JSONL record once and
 hands the same record to the JSONL file and to every tracker, so all of them receive the
 same numbers. A sink receives:
 - `log_params(params)`: flat `{"train.lr": 0.001, ...}` facts, at the start;
-- `write(record)`: each step and epoch record (see `run_files` for the keys), turned into
+- `write(record)`: each step and epoch record (see `metrics_file` for the keys), turned into
   scalars by `tracker_metrics`: `step/loss`, `step/acc`, `step/lr`, ... at the global
   step, and `epoch/train_loss`, `epoch/val_loss`, `epoch/val_recall/Stop`, ... at the
   epoch number;

@@ -1,0 +1,52 @@
+"""The settings that change a run's result, and how two runs differ in them.
+
+A resumed run must have the same fingerprint as the run that wrote its `last`
+checkpoint; anything else would silently continue a different experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.config import Config
+
+# Settings that do not change the trained parameters, so a resumed run may change them.
+_FREE_TO_CHANGE = {
+    "data": {"num_workers", "prefetch_factor", "synthetic_bars", "synthetic_seed", "bar_minutes"},
+    "train": {
+        "epochs",
+        "early_stopping_patience",
+        "log_every",
+        "micro_batch",
+        "checkpoint_every_windows",
+    },
+}
+
+
+def result_fingerprint(cfg: Config, data: Any) -> dict[str, Any]:
+    """Flat `section.key -> value` of everything that changes the result of a run.
+
+    A resumed run must match it: batch, accumulation, model, labels, split, seed and the
+    data itself (files and rows). Epochs, logging and the micro-batch (which does not
+    change the gradient) may differ.
+    """
+    values = cfg.to_dict()
+    flat = {
+        f"{section}.{key}": value
+        for section in ("label", "data", "model", "train")
+        for key, value in values[section].items()
+        if key not in _FREE_TO_CHANGE.get(section, set())
+    }
+    flat["lake.files"] = int(data.summary["files"])
+    flat["lake.rows"] = int(data.summary["rows"])
+    return flat
+
+
+def fingerprint_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two fingerprints (flat dicts of settings)."""
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{k}: checkpoint has {saved.get(k)!r}, this run has {current.get(k)!r}"
+        for k in keys
+        if saved.get(k) != current.get(k)
+    ]

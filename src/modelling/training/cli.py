@@ -1,0 +1,65 @@
+"""The flags of `saimp train`, turned into a `Config`.
+
+Every setting's flag is generated from its config field (`src.flags`), so the flag, the
+TOML key and `--set section.key=value` cannot drift apart. Kept free of heavy imports
+so that `--help` answers at the speed of `import torch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from src.config import MODEL_SIZES, PRESETS, Config, build_config
+from src.core.errors import ArgumentParser, UserError
+from src.flags import add_config_flags, flag_for_error, overrides_from, parse_set
+
+# What `saimp train` exposes as flags; the labels are made by `saimp prepare`.
+SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "paths": None,
+    "data": None,
+    "model": None,
+    "train": None,
+    "track": None,
+}
+_DESTS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser(prog: str = "saimp train") -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=prog,
+        description="Train SAIMP on the processed Parquet lake and print the best checkpoint's "
+        "path last. With no arguments: generate the default synthetic data if missing, then "
+        "train with the 'quick' preset. Settings apply in order: preset, --model-size, "
+        "--config TOML, --set, then the named flags.",
+    )
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="base settings")
+    p.add_argument("--model-size", default="cpu", choices=sorted(MODEL_SIZES), help="model size")
+    p.add_argument("--config", type=Path, help="TOML file with [paths] [data] [model] [train] ...")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config field, e.g. --set model.d_model=64 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue a killed or interrupted run from its last checkpoint (auto: "
+        "data/saimp_last.pth beside --checkpoint, if it exists)",
+    )
+    _DESTS.clear()
+    add_config_flags(p, Config(), SECTIONS, _DESTS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Preset, then TOML, then --set, then the named flags; bad values name the flag."""
+    try:
+        overrides = parse_set(args.set)
+        for section, values in overrides_from(args, _DESTS).items():
+            overrides.setdefault(section, {}).update(values)
+        return build_config(args.preset, args.model_size, args.config, overrides)
+    except ValueError as err:
+        raise UserError(flag_for_error(str(err), _DESTS, args)) from None
