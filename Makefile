@@ -18,13 +18,13 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 train: install
-	$(PY) -m src.modelling.train $(ARGS)
+	$(VENV)/bin/saimp train $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
 
 evaluate: install
-	$(PY) -m src.modelling.evaluate $(ARGS)
+	$(VENV)/bin/saimp evaluate $(ARGS)
 
 lint: install
 	$(PY) -m ruff check src tests bench

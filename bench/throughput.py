@@ -100,7 +100,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = SAIMPConfig(
     n_features=16, seq_len=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.1
 )
-TRAINER_CFG = build_config()  # the `quick` preset, as `python -m src.modelling.train` runs
+TRAINER_CFG = build_config()  # the `quick` preset, as `saimp train` runs
 CLASS_WEIGHTS = TRAINER_CFG.train.class_weights  # 1/10/10/20
 LR, WEIGHT_DECAY = TRAINER_CFG.train.lr, TRAINER_CFG.train.weight_decay  # 1e-3, 1e-4
 VAL_SAMPLES = 256
@@ -198,7 +198,7 @@ def adamw(module: nn.Module) -> torch.optim.AdamW:
 
 
 def trainer_adamw(module: nn.Module) -> torch.optim.AdamW:
-    """AdamW as `python -m src.modelling.train` builds it (`build_optimizer`: fused)."""
+    """AdamW as `saimp train` builds it (`build_optimizer`: fused)."""
     return components.build_optimizer(TRAINER_CFG, module)
 
 
@@ -820,9 +820,9 @@ def optimizer_step_ms(rounds: int = 7, steps: int = 100) -> dict[str, float]:
 def last_checkpoint_ms(tmp: Path, repeats: int = 9) -> float:
     """Median time of writing one `last` checkpoint as train() does (model, AdamW state,
     RNG; written to a temporary file, fsynced, then renamed)."""
-    from src.modelling.checkpointing.files import plain_state_dict
-
-    from src.modelling.checkpointing.last import capture_rng, save_training_state
+    from src.modelling.checkpointing.best import plain_state_dict
+    from src.modelling.checkpointing.last import save_training_state
+    from src.modelling.checkpointing.rng import capture_rng
 
     model = fresh_model()
     opt = adamw(model)
@@ -1001,7 +1001,7 @@ def report(
         + ", ".join(f"{name} {ms:.2f}" for name, ms in adamw_ms.items())
         + ". train() contenders use "
         + (
-            "the trainer's (as `python -m src.modelling.train` does); the others the plain "
+            "the trainer's (as `saimp train` does); the others the plain "
             "loop's.\n"
             if args.optimizer == "trainer"
             else "the plain loop's, like every contender (--optimizer same).\n"

@@ -1,6 +1,6 @@
 """`saimp`: one command for the whole lifecycle, one subcommand per step.
 
-    saimp synthetic | prepare | train | evaluate | plot  [flags]   (saimp CMD --help)
+    saimp synthetic | prepare | train | evaluate | tune | plot  [flags]   (saimp CMD --help)
 
 Each subcommand is the `main()` of its module (`python -m src.data.prepare` and so on
 work the same); they share flag names: `--data-dir` (processed lake), `--raw-dir` (raw
@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("src.data.prepare", "raw candles (--raw-dir) -> features and labels (--data-dir)"),
     "train": ("src.modelling.train", "train SAIMP on the lake; prints the best checkpoint"),
     "evaluate": ("src.modelling.evaluate", "report a checkpoint on a split, beside baselines"),
+    "tune": ("src.modelling.tune", "hyperparameter search (Optuna), resumable and parallel"),
     "plot": ("src.modelling.observability.plots", "redraw a run's PNG from its JSONL"),
 }
 

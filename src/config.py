@@ -48,6 +48,8 @@ class PathsConfig:
     """Best model `state_dict`; its JSON sidecar sits beside it with suffix `.json`."""
     logs_dir: Path = C.DEFAULT_LOGS_DIR
     """Where `train_run_{YYYYMMDD_HHMMSS}.txt/.png/.jsonl` are written."""
+    runs_dir: Path = C.DEFAULT_RUNS_DIR
+    """Each run keeps its own best model in `{runs_dir}/{run name}/best.pth` (+ `.json`)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -167,6 +169,8 @@ class TrainConfig:
     """AdamW weight decay."""
     class_weights: tuple[float, ...] = (1.0, 10.0, 10.0, 20.0)
     """CrossEntropyLoss weights for Neutro, Stop, Long, SuperLong."""
+    label_smoothing: float = 0.0
+    """CrossEntropyLoss label smoothing (0: none)."""
     precision: Precision = "auto"
     """Autocast: bf16 (no scaler), fp16 (GradScaler), fp32, or auto (best the device has)."""
     early_stopping_patience: int | None = None
@@ -191,12 +195,19 @@ class TrainConfig:
     """Print a batch line every this many micro-batches (plain output)."""
     seed: int = 0
     """Seed for model init and data shuffling."""
+    threads: int | None = None
+    """CPU threads for torch (None: the CPUs of this process divided by the processes that
+    share them, or OMP_NUM_THREADS when set)."""
+    replace_best: bool = False
+    """Replace the best checkpoint at `paths.checkpoint` even when it is better than this
+    run's or came from other data, labels or model shape (default: keep it)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulation_steps", "lr", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _fraction("train.label_smoothing", self.label_smoothing)
         self.class_weights = tuple(float(w) for w in self.class_weights)
         if len(self.class_weights) != len(C.CLASS_NAMES) or min(self.class_weights) <= 0:
             raise ValueError(
@@ -225,6 +236,8 @@ class TrainConfig:
         self.micro_batch = str(self.micro_batch)
         if self.checkpoint_every_windows is not None:
             _positive("train.checkpoint_every_windows", self.checkpoint_every_windows)
+        if self.threads is not None:
+            _positive("train.threads", self.threads)
         if self.select_metric not in get_args(SelectMetric):
             raise ValueError(
                 f"train.select_metric must be one of {', '.join(get_args(SelectMetric))}, "

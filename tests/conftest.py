@@ -10,6 +10,7 @@ treat both directories as read-only (copy them to modify).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,15 @@ TINY_ROW_GROUP_ROWS = 512
 def one_torch_thread():
     """One intra-op thread in the test process: the machine has 2 cores, and the DDP and
     subprocess tests run beside it; two threads each oversubscribe them (~10x slower)."""
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # what an in-process `saimp train` budgets
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 @pytest.fixture(autouse=True)

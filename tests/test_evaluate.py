@@ -377,3 +377,47 @@ def test_user_errors_are_one_line_and_exit_2(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not list(tmp_path.glob("*_report.json"))
+
+
+# -- checkpoints from elsewhere --------------------------------------------------------------
+
+
+def test_a_checkpoint_saved_from_ddp_or_compile_loads(trained: dict, tmp_path: Path) -> None:
+    state = load_state_dict_file(trained["checkpoint"])
+    for prefix in ("module.", "_orig_mod.module."):
+        ckpt = tmp_path / f"{prefix.strip('.')}.pth"
+        torch.save({prefix + k: v for k, v in state.items()}, ckpt)
+        sidecar_path(ckpt).write_text(sidecar_path(trained["checkpoint"]).read_text())
+        model, _ = load_model(ckpt)
+        for (name, a), b in zip(model.state_dict().items(), state.values(), strict=True):
+            assert torch.equal(a, b), name
+
+
+def test_a_mismatched_checkpoint_names_the_keys_and_the_shape(
+    trained: dict, tmp_path: Path, capsys
+) -> None:
+    state = load_state_dict_file(trained["checkpoint"])
+    first = next(iter(state))
+    state[first] = torch.zeros(3, 3)
+    del state[list(state)[-1]]
+    state["extra.weight"] = torch.zeros(1)
+    ckpt = tmp_path / "bad.pth"
+    torch.save(state, ckpt)
+    sidecar_path(ckpt).write_text(sidecar_path(trained["checkpoint"]).read_text())
+    code, _, err = run_main(["--checkpoint", str(ckpt)], capsys)
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert "missing keys: head." in line and "unexpected keys: extra.weight" in line
+    assert f"first: {first} is (3, 3) in the file but" in line
+
+
+def test_evaluate_reads_the_weights_inside_a_last_state(trained: dict, tmp_path: Path) -> None:
+    from src.modelling.checkpointing.last import save_training_state
+
+    sidecar = json.loads(sidecar_path(trained["checkpoint"]).read_text())
+    weights = load_state_dict_file(trained["checkpoint"])
+    last = tmp_path / "saimp_last.pth"
+    save_training_state(last, {"model": weights, "sidecar": sidecar, "loop": {}})
+    model, got = load_model(last)
+    assert got == sidecar
+    assert all(torch.equal(a, weights[k]) for k, a in model.state_dict().items())

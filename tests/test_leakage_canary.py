@@ -73,8 +73,9 @@ def run_pipeline(root: Path, mode: str, *, leak: bool = False) -> dict:
     if leak:
         inject_lookahead(lake)
     checkpoint = root / "saimp_best.pth"
-    args = ["--data-dir", str(lake), "--checkpoint", str(checkpoint), "--logs-dir"]
-    assert train_main([*args, str(root / "logs"), *SMALL_RUN]) == 0
+    args = ["--data-dir", str(lake), "--checkpoint", str(checkpoint)]
+    args += ["--logs-dir", str(root / "logs"), "--runs-dir", str(root / "runs")]
+    assert train_main([*args, *SMALL_RUN]) == 0
     return evaluate_checkpoint(checkpoint, log=lambda _: None).report
 
 

@@ -81,7 +81,7 @@ def test_a_run_writes_every_output_and_prints_the_checkpoint_last(tmp_path, tiny
     [
         (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
         (["--epochs", "zero"], "--epochs: train.epochs expects int"),
-        (["--data-dir", "no/such/lake"], "--data-dir: no processed Parquet files in no/such/lake"),
+        (["--data-dir", "no/such/lake"], "--data-dir no/such/lake does not exist"),
     ],
 )
 def test_user_errors_give_one_line_and_exit_2(args, needle, tmp_path):

@@ -24,6 +24,7 @@ DEFAULT_RAW_DIR = DATA_DIR / "raw" / "synthetic"
 DEFAULT_PROCESSED_DIR = DATA_DIR / "processed"
 DEFAULT_CHECKPOINT = DATA_DIR / "saimp_best.pth"
 DEFAULT_LOGS_DIR = Path("logs")
+DEFAULT_RUNS_DIR = Path("runs")
 
 #: Column names of the raw candle contract (docs/design.md, "Data contract").
 RAW_REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")

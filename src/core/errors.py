@@ -23,13 +23,17 @@ class DataError(UserError):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a command-line `main` with logging set up, mapping a `UserError` to one
-    `error: ...` line on stderr and exit code 2."""
+    """Run a command-line `main` with logging set up, mapping a `UserError` (or an
+    `OSError` on a user's path) to one `error: ...` line on stderr and exit code 2."""
     setup_console(int(os.environ.get("RANK", "0") or 0))
     try:
         code = main(argv)
     except UserError as err:
         logging.getLogger(ROOT).error(str(err))
+        return 2
+    except OSError as err:  # a user's path: a full disk, a lost permission, a file in the way
+        where = f"{err.filename}: " if err.filename else ""
+        logging.getLogger(ROOT).error(f"{where}{err.strerror or err}")
         return 2
     return int(code or 0)
 

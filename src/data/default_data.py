@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from src.config import Config
 from src.core.constants import DEFAULT_PROCESSED_DIR
-from src.core.errors import UserError
+from src.data.lake import list_parquet_files
 from src.modelling.training.distributed import World
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,11 @@ def ensure_default_data(cfg: Config, world: World) -> None:
     (by rank 0; the other ranks wait). A lake the user named must exist already.
     """
     data_dir = cfg.paths.data_dir
+    if Path(data_dir) != DEFAULT_PROCESSED_DIR:
+        list_parquet_files(data_dir)  # a lake the user named: says what is wrong with it
+        return
     if _has_parquet(data_dir):
         return
-    if Path(data_dir) != DEFAULT_PROCESSED_DIR:
-        raise UserError(
-            f"--data-dir: no processed Parquet files in {data_dir}; create them with "
-            f"saimp prepare --raw-dir RAW_DIR --data-dir {data_dir}"
-        )
     if world.is_main:
         from src.data.prepare import prepare_lake
         from src.data.synthetic import write_raw

@@ -401,9 +401,15 @@ def _inspect_file(path: Path) -> _FileInfo | None:
 def list_parquet_files(data_dir: Path) -> list[Path]:
     """The lake's Parquet files, or DataError when the directory is missing or has none."""
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        raise DataError(
+            f"--data-dir {data_dir} is a file; pass the lake directory (what `saimp prepare "
+            "--data-dir DIR` wrote)"
+        )
     if not data_dir.is_dir():
         raise DataError(
-            f"data directory {data_dir} does not exist; run `saimp prepare` or set paths.data_dir"
+            f"--data-dir {data_dir} does not exist; create the lake with `saimp prepare "
+            f"--raw-dir RAW_DIR --data-dir {data_dir}`"
         )
     # Hidden and underscore files are writers' temporaries or markers, not data.
     files = sorted(
@@ -411,10 +417,25 @@ def list_parquet_files(data_dir: Path) -> list[Path]:
     )
     if not files:
         raise DataError(
-            f"data directory {data_dir} has no *.parquet files; run `saimp prepare` "
-            "or set paths.data_dir"
+            f"--data-dir {data_dir} has no *.parquet files; create the lake with `saimp "
+            f"prepare --raw-dir RAW_DIR --data-dir {data_dir}`"
+        )
+    if _looks_raw(files[0]):
+        raise DataError(
+            f"--data-dir {data_dir} holds raw candles ({files[0].name} has open/high/low/close "
+            "and no labels), not a prepared lake: prepare them with `saimp prepare --raw-dir "
+            f"{data_dir} --data-dir OTHER_DIR`, then pass --data-dir OTHER_DIR"
         )
     return files
+
+
+def _looks_raw(path: Path) -> bool:
+    """Whether a Parquet file has the raw candle columns and no label (not a lake file)."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException):
+        return False  # unreadable: the scan names the file with its own error
+    return C.LABEL_COL not in names and {"open", "high", "low", "close"} <= names
 
 
 def _order_files(infos: list[_FileInfo]) -> list[_FileInfo]:

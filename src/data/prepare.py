@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from src.config import Config, DataConfig, LabelConfig, apply_overrides
 from src.core import constants as C
 from src.core.errors import ArgumentParser, DataError, UserError
+from src.core.paths import writable_dir
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.labels import horizon_bars, label_counts, triple_barrier_labels
 from src.data.raw_io import RawCandles, iso_ms, read_raw_dir
@@ -179,11 +180,13 @@ def replace_dir(stage: Path, target: Path) -> None:
 
 
 def _check_out_dir(out_dir: Path, raw_dir: Path) -> None:
-    """Refuse an --out that would destroy something prepare did not write."""
+    """Refuse a --data-dir that would destroy something prepare did not write."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; give a directory")
+        raise UserError(f"--data-dir {out_dir} is a file; give a directory")
     if out_dir.resolve() == raw_dir.resolve():
-        raise UserError(f"--out {out_dir} is the raw directory; write the lake elsewhere")
+        raise UserError(
+            f"--data-dir {out_dir} is the raw directory (--raw-dir); write the lake elsewhere"
+        )
     if not out_dir.is_dir():
         return
     entries = sorted(out_dir.iterdir())
@@ -197,7 +200,7 @@ def _check_out_dir(out_dir: Path, raw_dir: Path) -> None:
     if foreign or not (out_dir / C.MANIFEST_NAME).is_file():
         example = foreign[0] if foreign else f"no {C.MANIFEST_NAME}"
         raise UserError(
-            f"--out {out_dir} is not empty and not a lake written by prepare ({example}); "
+            f"--data-dir {out_dir} is not empty and not a lake written by prepare ({example}); "
             "choose a new or empty directory"
         )
 
@@ -309,6 +312,7 @@ def prepare_lake(
     if row_group_rows < 1:
         raise UserError(f"--row-group-rows must be >= 1, got {row_group_rows}")
     _check_out_dir(out_dir, raw_dir)
+    writable_dir(out_dir.parent, "--data-dir")  # the lake is staged beside it
 
     candles, empty = read_raw_dir(raw_dir)
     for path in empty:

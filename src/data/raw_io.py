@@ -116,10 +116,15 @@ def symbol_from_filename(path: Path) -> str:
 def list_raw_files(raw_dir: Path) -> list[Path]:
     """The raw candle files directly in `raw_dir`, sorted by name."""
     raw_dir = Path(raw_dir)
+    if raw_dir.is_file():
+        raise DataError(
+            f"--raw-dir {raw_dir} is a file; pass the directory that holds the candle files "
+            f"(--raw-dir {raw_dir.parent})"
+        )
     if not raw_dir.is_dir():
         raise DataError(
-            f"raw data directory {raw_dir} does not exist; pass --raw DIR, or create "
-            f"synthetic data with `saimp synthetic --raw-dir {raw_dir}`"
+            f"--raw-dir {raw_dir} does not exist; pass the directory of your candle files, "
+            f"or create synthetic data with `saimp synthetic --raw-dir {raw_dir}`"
         )
     files = sorted(
         p

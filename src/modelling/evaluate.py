@@ -30,6 +30,7 @@ import torch
 
 from src.core import constants as C
 from src.core.errors import ArgumentParser, DataError, UserError
+from src.core.paths import writable_dir
 from src.flags import alias
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
@@ -106,6 +107,8 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     started = time.perf_counter()
     model, sidecar = load_model(checkpoint)
+    json_path, png_path = report_paths(checkpoint, split, Path(out_dir) if out_dir else None)
+    writable_dir(json_path.parent, "--out")  # before the work, not after it
     bounds = split_bounds_of(sidecar, sidecar_path(checkpoint))
     if data_dir is None:
         data_dir = (sidecar.get("config") or {}).get("paths", {}).get("data_dir")
@@ -142,7 +145,6 @@ def evaluate_checkpoint(
         raise RuntimeError(f"streamed {preds.y_true.size} windows of {split}, expected {expected}")
 
     train_counts, counts_from = _train_counts(sidecar, data.summary)
-    json_path, png_path = report_paths(checkpoint, split, Path(out_dir) if out_dir else None)
     report = rp.build_report(
         preds.y_true,
         preds.y_pred,

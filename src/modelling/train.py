@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from src.config import Config, TrainConfig
+from src.config import TrainConfig
 from src.modelling.checkpointing.manager import CheckpointManager
 from src.modelling.observability.hooks import Hooks
 from src.modelling.training.signals import RunInterrupted
@@ -105,105 +104,33 @@ def train(
 def main(argv: list[str] | None = None, prog: str = "saimp train") -> int:
     """`saimp train`: config, logging, process group, data, then `train()`."""
     from src.core.logs import setup_console
+    from src.core.threads import apply_thread_budget
     from src.modelling.training.cli import build_parser, config_from_args
-    from src.modelling.training.distributed import World
-
-    args = build_parser(prog).parse_args(argv)
-    cfg = config_from_args(args)
-
     from src.modelling.training.distributed import (
+        World,
         destroy_process_group,
         device_for,
         init_process_group,
     )
+    from src.modelling.training.run import run_training
 
+    args = build_parser(prog).parse_args(argv)
+    cfg = config_from_args(args)
     world = World.from_env()
     setup_console(world.rank)
+    threads = apply_thread_budget(cfg.train.threads, world.local_world_size)
     device = device_for(world)
     init_process_group(world, device)
     finished = False
     try:
-        code = _run(cfg, world, device, args.resume)
+        result = run_training(cfg, world, device, resume=args.resume, setup=[threads])
+        log.info(str(result.best_checkpoint))  # the last line: where the best model is
         finished = True
-        return code
+        return 0
     except RunInterrupted as stop:
         return stop.exit_code
     finally:
         destroy_process_group(finished)
-
-
-def _run(cfg: Config, world: Any, device: torch.device, resume: str | None) -> int:
-    from src.core.logs import log_file
-    from src.data.dataloader import build_data
-    from src.data.default_data import ensure_default_data
-    from src.modelling.checkpointing.fingerprint import result_fingerprint
-    from src.modelling.checkpointing.sidecar import sidecar_for
-    from src.modelling.model import count_parameters
-    from src.modelling.observability.header import run_header
-    from src.modelling.observability.run_files import RunPaths, make_run_hooks
-    from src.modelling.training import components
-    from src.modelling.training.distributed import all_gather_objects
-    from src.modelling.training.precision import resolve_precision
-
-    paths = RunPaths.in_dir(cfg.paths.logs_dir)
-    with log_file(paths.log if world.is_main else None):
-        # First, so that a tracker whose extra is missing stops the run before any data work.
-        hooks = make_run_hooks(cfg, paths, device, is_main=world.is_main)
-        t = cfg.train
-        try:
-            ensure_default_data(cfg, world)
-            data = build_data(
-                cfg,
-                rank=world.rank,
-                world_size=world.world_size,
-                pin_memory=device.type == "cuda",
-                gather=partial(all_gather_objects, world=world),
-            )
-            model = components.build_model(cfg, data.index.num_features)
-            optimizer = components.build_optimizer(cfg, model)
-            precision = resolve_precision(t.precision, device)
-            log.info(run_header(cfg, data, model, device, precision, world, paths))
-            hooks.log_params(
-                {
-                    "run.device": str(device),
-                    "run.precision": precision,
-                    "run.world_size": world.world_size,
-                    "run.effective_batch": t.batch_size * t.accumulation_steps * world.world_size,
-                    "model.parameters": count_parameters(model),
-                }
-            )
-            best = train(
-                model,
-                components.build_loss(cfg),
-                optimizer,
-                components.build_scheduler(cfg, optimizer),
-                data.train_dl,
-                data.val_dl,
-                t.epochs,
-                config=t,
-                checkpoints=CheckpointManager(
-                    cfg.paths.checkpoint,
-                    sidecar=sidecar_for(cfg, data, model),
-                    fingerprint=result_fingerprint(cfg, data),
-                    every_windows=t.checkpoint_every_windows,
-                ),
-                hooks=hooks,
-                device=device,
-                rank=world.rank,
-                world_size=world.world_size,
-                resume=resume,
-            )
-        except RunInterrupted as stop:
-            log.info(
-                f"[STOP] {stop}: the full training state is in {stop.last_path}; continue "
-                "with the same command and --resume auto"
-            )
-            raise
-        finally:
-            hooks.close()
-        log.info(f"[DONE] log {paths.log} | metrics {paths.jsonl} | plot {paths.png}")
-        log.info(str(best))
-    return 0
 
 
 if __name__ == "__main__":

@@ -65,6 +65,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _unpickler_reason(message: str) -> str:
+    """The sentence of torch's weights-only error that says what was refused.
+
+    torch's message is a paragraph of advice; the cause is the sentence after
+    "WeightsUnpickler error:" (e.g. "Unsupported global: GLOBAL posix.system was not an
+    allowed global by default"). Cut at a sentence end, never inside a word.
+    """
+    marker = "WeightsUnpickler error:"
+    text = message.split(marker, 1)[1] if marker in message else message
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    sentence = line.split(". ", 1)[0].rstrip(".")
+    return sentence or "refused by the weights-only unpickler"
+
+
 def safe_load(path: Path, what: str = "checkpoint") -> Any:
     """`torch.load` with `weights_only=True`, turning every failure into one clear error."""
     path = Path(path)
@@ -75,7 +89,7 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} is refused: loading it would need pickle to run code "
-            f"({str(err).splitlines()[0][:160]}); only weights-only checkpoints are loaded"
+            f"({_unpickler_reason(str(err))}); only weights-only checkpoints are loaded"
         ) from None
     except Exception as err:  # a damaged file can fail in any of the unpickler's layers
         first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__

@@ -19,6 +19,8 @@ _FREE_TO_CHANGE = {
         "log_every",
         "micro_batch",
         "checkpoint_every_windows",
+        "replace_best",
+        "threads",
     },
 }
 

@@ -1,5 +1,6 @@
 """The checkpoint policy of a run in one object: where the best and `last` files go, when
-`last` is written, what the best file's sidecar says, and whether a resume may continue.
+`last` is written, what the best file's sidecar says, whether a resume may continue, and
+whether this run may replace a best checkpoint that an earlier run left at a shared path.
 
 Modelled on torchtitan's `CheckpointManager` and timm's `CheckpointSaver`: the trainer
 hands it what to save and asks it whether to save; the manager owns paths, atomic
@@ -8,6 +9,7 @@ writes and the resume check. Only the writer rank (rank 0) writes; every rank re
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from src.core.constants import DEFAULT_CHECKPOINT
-from src.modelling.checkpointing.best import save_best
+from src.modelling.checkpointing.best import save_best, sidecar_path
 from src.modelling.checkpointing.fingerprint import fingerprint_difference
 from src.modelling.checkpointing.last import (
     last_path_for,
@@ -24,6 +26,8 @@ from src.modelling.checkpointing.last import (
     previous_path,
     save_training_state,
 )
+from src.modelling.checkpointing.sidecar import comparable_part, differences
+from src.modelling.evaluation.metrics import is_better
 from src.modelling.training.state import TrainingError
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,12 @@ class CheckpointManager:
     before it is kept as `.prev`. `sidecar`: what inference needs (model config,
     features, normalisation...), stored with the best weights plus epoch and metrics.
     `fingerprint`: flat settings that change the result; a resume must match them.
+
+    `run_best`: this run's own best file. When given, every improvement is written there,
+    and `best` becomes a shared place guarded for earlier runs: a best checkpoint already
+    there is replaced only by a model of the same data, labels and model shape
+    (`sidecar.comparable_part`) whose selection metric is better, unless `replace_best`.
+    `result_path` then says where this run's best model is.
     """
 
     def __init__(
@@ -49,6 +59,8 @@ class CheckpointManager:
         sidecar: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
         every_windows: int | None = None,
+        run_best: Path | str | None = None,
+        replace_best: bool = False,
     ) -> None:
         if every_windows is not None and every_windows < 1:
             raise ValueError(f"every_windows must be >= 1 or None, got {every_windows}")
@@ -59,24 +71,70 @@ class CheckpointManager:
         self.every_windows = every_windows
         self.is_writer = True
         """False on ranks other than 0 (set by the trainer): they hold the same state."""
+        self.run_best = Path(run_best) if run_best is not None else None
+        self.replace_best = replace_best
+        self._incumbent: dict[str, Any] | None = None
+        self._owns_shared = run_best is None or replace_best
+        self._kept_because = ""
+        if not self._owns_shared:
+            self._incumbent = _read_sidecar(self.best_path)
+            self._owns_shared = self._incumbent is None
 
-    @classmethod
-    def of(cls, value: CheckpointManager | Path | str | None) -> CheckpointManager:
-        """A manager from a manager, a best-checkpoint path, or None (the default path)."""
-        if isinstance(value, CheckpointManager):
-            return value
-        return cls(DEFAULT_CHECKPOINT if value is None else value)
+    @property
+    def result_path(self) -> Path:
+        """Where this run's best model is: the shared `best` path, unless a better or
+        incomparable earlier model was kept there (then `run_best`)."""
+        if self._owns_shared or self.run_best is None:
+            return self.best_path
+        return self.run_best
+
+    @property
+    def kept_message(self) -> str | None:
+        """One line saying why the shared best was kept and where this run's best went."""
+        if self._owns_shared or self.run_best is None:
+            return None
+        return (
+            f"kept {self.best_path}: {self._kept_because}; this run's best model is "
+            f"{self.run_best} (pass --replace-best to replace it anyway)"
+        )
 
     # -- writing ---------------------------------------------------------------------------
-    def save_best(self, model: nn.Module, epoch: int, select_metric: str, metrics: dict) -> None:
-        """Write the best weights and the sidecar (`sidecar` + epoch, metric, metrics)."""
-        if not self.is_writer:
-            return
-        save_best(
-            model,
-            self.best_path,
-            {**self.sidecar, "epoch": epoch, "select_metric": select_metric, "metrics": metrics},
+    def save_best(self, model: nn.Module, epoch: int, select_metric: str, metrics: dict) -> Path:
+        """Write this run's new best weights and sidecar (`sidecar` + epoch, metric,
+        metrics): to `run_best` when set, and to `best` when this run may replace what is
+        there. Returns `result_path`."""
+        sidecar = {**self.sidecar, "epoch": epoch, "select_metric": select_metric}
+        sidecar["metrics"] = metrics
+        if not self._owns_shared:
+            self._owns_shared = self._may_replace(sidecar, select_metric)
+        if self.is_writer:
+            if self.run_best is not None:
+                save_best(model, self.run_best, sidecar)
+            if self._owns_shared:
+                save_best(model, self.best_path, sidecar)
+        return self.result_path
+
+    def _may_replace(self, new: dict[str, Any], metric: str) -> bool:
+        """Whether the new best beats the earlier run's model at the shared path."""
+        old = self._incumbent or {}
+        changed = differences(comparable_part(old), comparable_part(new))
+        if changed:
+            self._kept_because = (
+                "it was trained on other data, labels or model shape ("
+                + "; ".join(changed[:3])
+                + ("; ..." if len(changed) > 3 else "")
+                + ")"
+            )
+            return False
+        theirs = (old.get("metrics") or {}).get(metric)
+        ours = new["metrics"][metric]
+        if theirs is None or is_better(metric, ours, float(theirs)):
+            return True
+        self._kept_because = (
+            f"its {metric} {float(theirs):.4f} (epoch {old.get('epoch')} of an earlier run) "
+            f"is better than this run's {ours:.4f}"
         )
+        return False
 
     def last_due(self, windows_done: int) -> bool:
         """Whether the periodic `last` checkpoint is due after `windows_done` windows."""
@@ -85,12 +143,12 @@ class CheckpointManager:
     def save_last(
         self, state: dict[str, Any], during_write: Callable[[], None] | None = None
     ) -> None:
-        """Write `state` (plus the fingerprint) as the new `last`, the old one as `.prev`."""
+        """Write `state` as the new `last`, the old one as `.prev`; with the fingerprint
+        (for resume) and the sidecar (so `saimp evaluate` can read the weights inside)."""
         if not self.is_writer:
             return
-        save_training_state(
-            self.last_path, {**state, "fingerprint": self.fingerprint}, during_write
-        )
+        payload = {**state, "fingerprint": self.fingerprint, "sidecar": self.sidecar}
+        save_training_state(self.last_path, payload, during_write)
 
     # -- resuming --------------------------------------------------------------------------
     def load_last(self, resume: Path | str) -> tuple[dict[str, Any], Path] | None:
@@ -114,3 +172,15 @@ class CheckpointManager:
                 + "); start a new run or restore those settings"
             )
         return payload, source
+
+
+def _read_sidecar(best: Path) -> dict[str, Any] | None:
+    """The sidecar of the best checkpoint at `best`, None when there is none; an
+    unreadable one counts as a model of unknown data, so it is kept."""
+    if not best.exists():
+        return None
+    try:
+        value = json.loads(sidecar_path(best).read_text())
+    except (OSError, ValueError):
+        return {"unreadable sidecar": str(sidecar_path(best))}
+    return value if isinstance(value, dict) else {"unreadable sidecar": str(sidecar_path(best))}

@@ -26,5 +26,30 @@ def sidecar_for(cfg: Config, data: Any, model: nn.Module) -> dict[str, Any]:
             split: [int(c) for c in counts]
             for split, counts in data.summary["label_counts"].items()
         },
+        "lake": {"files": int(data.summary["files"]), "rows": int(data.summary["rows"])},
         "config": cfg.to_dict(),
     }
+
+
+def comparable_part(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What two best checkpoints must share for their validation metrics to be compared:
+    the data (lake size, features, bar interval, split), the labels and the model shape.
+
+    Settings that only change how a model was found (learning rate, weight decay, class
+    weights, epochs, seed) are left out: that is what a better model may differ in.
+    """
+    label = (sidecar.get("config") or {}).get("label")
+    keys = ("model", "features", "bar_ms", "split", "lake", "select_metric")
+    return {**{k: sidecar.get(k) for k in keys}, "label": label}
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: a -> b` for every leaf that differs between two nested dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key} {x!r} vs {y!r}")
+    return out

@@ -19,8 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from src.config import Config, DataConfig, TrainConfig
-from src.modelling.checkpointing.atomic import CheckpointError
-from src.modelling.checkpointing.best import load_sidecar, load_state_dict_file, sidecar_path
+from src.modelling.checkpointing.atomic import CheckpointError, safe_load
+from src.modelling.checkpointing.best import (
+    as_state_dict,
+    load_sidecar,
+    load_weights,
+    sidecar_path,
+)
+from src.modelling.checkpointing.last import FORMAT as TRAIN_STATE_FORMAT
 from src.modelling.model import SAIMP, SAIMPConfig
 
 
@@ -42,15 +48,38 @@ class Predictions:
         return self.loss_sum / self.weight_sum if self.weight_sum else math.nan
 
 
+def _weights_and_sidecar(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A best checkpoint's weights and JSON sidecar, or the same from a `last` state file."""
+    obj = safe_load(checkpoint)
+    if isinstance(obj, dict) and obj.get("format") == TRAIN_STATE_FORMAT:
+        sidecar = obj.get("sidecar")
+        if not isinstance(sidecar, dict) or not sidecar:
+            raise CheckpointError(
+                f"--checkpoint: {checkpoint} is a resumable training state from before states "
+                "carried their sidecar; evaluate the best checkpoint beside it instead"
+            )
+        return obj["model"], sidecar
+    return as_state_dict(obj, checkpoint), load_sidecar(checkpoint)
+
+
 def load_model(checkpoint: Path) -> tuple[SAIMP, dict[str, Any]]:
-    """The model with the checkpoint's weights (eval mode, CPU) and its sidecar."""
+    """The model with the checkpoint's weights (eval mode, CPU) and its sidecar.
+
+    `checkpoint`: a best checkpoint (`.pth` with its `.json` sidecar beside it) or a
+    resumable `last` state (its weights and sidecar are inside). Raises
+    `CheckpointError` naming the file and what is wrong.
+    """
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        raise CheckpointError(
+            f"--checkpoint: {checkpoint} is a directory; pass the .pth file inside it"
+        )
     if not checkpoint.is_file():
         raise CheckpointError(
             f"--checkpoint: {checkpoint} not found; train first (saimp train) "
             "or pass the path of a best checkpoint"
         )
-    sidecar = load_sidecar(checkpoint)
+    state, sidecar = _weights_and_sidecar(checkpoint)
     for key in ("model", "normalizer", "split"):
         if not isinstance(sidecar.get(key), dict):
             raise CheckpointError(
@@ -62,15 +91,7 @@ def load_model(checkpoint: Path) -> tuple[SAIMP, dict[str, Any]]:
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{sidecar_path(checkpoint)}: bad model config: {err}") from None
     model = SAIMP(cfg)
-    state = load_state_dict_file(checkpoint)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0][:200]
-        raise CheckpointError(
-            f"{checkpoint} does not match the model described by {sidecar_path(checkpoint)}: "
-            f"{first}"
-        ) from None
+    load_weights(model, state, f"{checkpoint} does not fit the model its sidecar describes")
     return model.eval(), sidecar
 
 

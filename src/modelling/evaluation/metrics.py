@@ -6,6 +6,8 @@ confusion matrices are exact, and the same functions serve training and evaluati
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -75,3 +77,13 @@ def random_confusion(support: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     if p.shape != support.shape or (p < 0).any() or not np.isclose(p.sum(), 1.0):
         raise ValueError(f"probabilities must be {support.size} non-negative numbers summing to 1")
     return np.outer(support, p)
+
+
+def is_better(metric_name: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric_name` beats `best`: higher for macro-F1 (and other
+    scores), lower for a loss. A non-finite value never does; anything beats None."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if metric_name.endswith("loss") else value > best

@@ -31,7 +31,10 @@ def build_model(cfg: Config, n_features: int) -> SAIMP:
 
 def build_loss(cfg: Config) -> nn.CrossEntropyLoss:
     """Class-weighted cross entropy: missing a SuperLong costs 20 times a Neutro."""
-    return nn.CrossEntropyLoss(weight=torch.tensor(cfg.train.class_weights, dtype=torch.float32))
+    return nn.CrossEntropyLoss(
+        weight=torch.tensor(cfg.train.class_weights, dtype=torch.float32),
+        label_smoothing=cfg.train.label_smoothing,
+    )
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.AdamW:

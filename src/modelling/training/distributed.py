@@ -20,6 +20,8 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
+    """Processes of this job on this machine (they share its CPUs)."""
 
     @property
     def is_main(self) -> bool:
@@ -37,9 +39,12 @@ class World:
                 rank=int(os.environ.get("RANK", 0)),
                 world_size=int(os.environ.get("WORLD_SIZE", 1)),
                 local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
             )
         except ValueError as err:
-            raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {err}") from None
+            raise ValueError(
+                f"RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE must be integers: {err}"
+            ) from None
 
 
 def device_for(world: World) -> torch.device:

@@ -282,14 +282,15 @@ class Loop:
             result = self.train_window(micro, st.batches_done, epoch)
             if result is None:
                 break
-            for i, value in enumerate(
-                (result.loss_sum, result.normaliser, result.correct, result.samples)
-            ):
-                st.epoch_sums[i] += value
+            if math.isfinite(result.loss_sum):  # a skipped window is counted apart
+                for i, value in enumerate(
+                    (result.loss_sum, result.normaliser, result.correct, result.samples)
+                ):
+                    st.epoch_sums[i] += value
             st.batches_done += len(micro)
             if on_window is not None:
                 on_window(result)
-        if st.epoch_sums[3] == 0:
+        if st.batches_done == 0:
             raise TrainingError("the training loader yielded no batches; check the data split")
 
     @torch.no_grad()

@@ -22,7 +22,8 @@ class LoopState:
     batches_done: int = 0
     """Loader batches consumed in the epoch in progress (0 between epochs)."""
     epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    """Loss sum, normaliser, correct, samples of the epoch in progress."""
+    """Loss sum, normaliser, correct, samples of the epoch in progress, over the windows
+    whose loss was finite (a window with a non-finite loss is skipped and counted apart)."""
     epoch_start_counts: list[int] = field(default_factory=lambda: [0, 0])
     """`skipped_steps` and `nonfinite_windows` when the epoch in progress began."""
     epoch_seconds: float = 0.0

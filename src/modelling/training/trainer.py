@@ -25,10 +25,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from src.config import TrainConfig
+from src.core.constants import DEFAULT_CHECKPOINT
 from src.core.logs import ensure_console
 from src.modelling.checkpointing.best import plain_state_dict, unwrap
 from src.modelling.checkpointing.manager import CheckpointManager
 from src.modelling.checkpointing.rng import capture_rng, restore_rng
+from src.modelling.evaluation.metrics import is_better
 from src.modelling.observability.console import ConsoleHooks
 from src.modelling.observability.hooks import Hooks
 from src.modelling.training.distributed import World
@@ -41,18 +43,6 @@ from src.modelling.training.state import LoopState, TrainingError, TrainResult, 
 log = logging.getLogger(__name__)
 
 
-def better(metric_name: str, value: float, best: float | None) -> bool:
-    """Whether `value` of `metric_name` beats `best` (higher macro-F1, lower loss).
-
-    A non-finite value never does, so a diverged model is never the best one.
-    """
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value > best if metric_name == "val_macro_f1" else value < best
-
-
 def resolve_world(rank: int | None, world_size: int | None) -> World:
     """The explicit rank/world size, else torchrun's environment (a single process: 0 of 1)."""
     env = World.from_env()
@@ -60,6 +50,7 @@ def resolve_world(rank: int | None, world_size: int | None) -> World:
         rank=env.rank if rank is None else rank,
         world_size=env.world_size if world_size is None else world_size,
         local_rank=env.local_rank,
+        local_world_size=env.local_world_size,
     )
     if world.distributed and not torch.distributed.is_initialized():
         raise TrainingError(
@@ -153,7 +144,7 @@ class Trainer:
             self.checkpoints = checkpoints
         else:
             self.checkpoints = CheckpointManager(
-                CheckpointManager.of(checkpoints).best_path,
+                DEFAULT_CHECKPOINT if checkpoints is None else checkpoints,
                 every_windows=cfg.checkpoint_every_windows,
             )
         self.checkpoints.is_writer = self.world.is_main
@@ -222,10 +213,14 @@ class Trainer:
             self._epochs(train_dl, val_dl, num_epochs)
         if st.best_epoch is None:
             raise TrainingError(
-                f"validation {self.config.select_metric} was never finite, so no checkpoint "
-                "was written"
+                f"no epoch had a finite training and validation loss (and a finite "
+                f"{self.config.select_metric}), so no best checkpoint was written; lower "
+                "--lr, set --max-grad-norm, or check the data for NaN/inf"
             )
-        return TrainResult(self.checkpoints.best_path, self.checkpoints.last_path, st)
+        kept = self.checkpoints.kept_message
+        if kept:
+            log.warning(kept)
+        return TrainResult(self.checkpoints.result_path, self.checkpoints.last_path, st)
 
     def _epochs(self, train_dl: Iterable[Any], val_dl: Iterable[Any], num_epochs: int) -> None:
         loop, st, hooks = self.loop, self.state, self.hooks
@@ -264,15 +259,24 @@ class Trainer:
             self.scheduler.step(val["val_loss"])
         elif self.scheduler is not None:
             self.scheduler.step()
-        improved = better(cfg.select_metric, val[cfg.select_metric], st.best_metric)
+        loss_sum, norm, correct, samples = st.epoch_sums
+        train_loss = loss_sum / loop.window_loss.window_normaliser(norm) if norm else math.nan
+        # A non-finite loss means the model failed, whatever the selection metric says: a
+        # diverged model can keep a finite macro-F1 while its loss is NaN.
+        finite = math.isfinite(train_loss) and math.isfinite(val["val_loss"])
+        improved = finite and is_better(cfg.select_metric, val[cfg.select_metric], st.best_metric)
+        if not finite:
+            log.warning(
+                f"epoch {epoch}: non-finite loss (train {train_loss:.4g}, validation "
+                f"{val['val_loss']:.4g}); this epoch cannot become the best model"
+            )
         if improved:
             st.best_metric, st.best_epoch, st.bad_epochs = val[cfg.select_metric], epoch, 0
         else:
             st.bad_epochs += 1
-        loss_sum, norm, correct, samples = st.epoch_sums
         record = {
             "epoch": epoch,
-            "train_loss": loss_sum / loop.window_loss.window_normaliser(norm) if norm else math.nan,
+            "train_loss": train_loss,
             "train_acc": correct / samples if samples else 0.0,
             **val,
             "lr": lr_used,
@@ -303,12 +307,9 @@ class Trainer:
     def save_best(self, record: dict[str, Any]) -> None:
         metric = self.config.select_metric
         metrics = {k: v for k, v in record.items() if k != "val_confusion"}
-        self.checkpoints.save_best(self.model, record["epoch"], metric, metrics)
-        log.info(
-            f"   [CKPT] {metric} improved to {record[metric]:.4f}: "
-            f"saved {self.checkpoints.best_path}"
-        )
-        self.hooks.checkpoint_saved(self.checkpoints.best_path, record)
+        path = self.checkpoints.save_best(self.model, record["epoch"], metric, metrics)
+        log.info(f"   [CKPT] {metric} improved to {record[metric]:.4f}: saved {path}")
+        self.hooks.checkpoint_saved(path, record)
 
     def save_last(self) -> None:
         """Write the full training state (rank 0; the others hold identical state)."""

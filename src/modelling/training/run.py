@@ -1,0 +1,122 @@
+"""One training run from a `Config`: what `saimp train` does between parsing its flags and
+printing the best checkpoint, reusable by the commands that train many runs (`tune`).
+
+It probes every output location first, opens the run's log file, builds the hooks (the
+console, the JSONL/PNG, trackers, plus any the caller adds), the data, the model, the
+optimizer, loss and scheduler, the checkpoint manager (with this run's own best file
+under `paths.runs_dir`), and calls `train()`'s `Trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import partial
+
+import torch
+
+from src.config import Config
+from src.core.logs import log_file
+from src.core.paths import writable_dir, writable_file
+from src.modelling.checkpointing.manager import CheckpointManager
+from src.modelling.observability.hooks import FanoutHooks, Hooks
+from src.modelling.training.distributed import World
+from src.modelling.training.signals import RunInterrupted
+from src.modelling.training.state import TrainResult
+from src.modelling.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def run_training(
+    cfg: Config,
+    world: World,
+    device: torch.device,
+    *,
+    resume: str | None = None,
+    setup: Iterable[str] = (),
+    extra_hooks: Iterable[Hooks] = (),
+) -> TrainResult:
+    """Train as `saimp train` does; return the run's `TrainResult`.
+
+    `setup`: lines for the run's header (e.g. the thread budget). `extra_hooks` receive
+    the metrics after the run's own hooks (an exception they raise in `epoch_end` ends
+    the run after that epoch's files are written: how a pruned trial stops). Raises
+    `UserError` before any data work when an output cannot be written, and
+    `RunInterrupted` after SIGINT/SIGTERM.
+    """
+    from src.data.dataloader import build_data
+    from src.data.default_data import ensure_default_data
+    from src.modelling.checkpointing.fingerprint import result_fingerprint
+    from src.modelling.checkpointing.sidecar import sidecar_for
+    from src.modelling.model import count_parameters
+    from src.modelling.observability.header import run_header
+    from src.modelling.observability.run_files import RunPaths, make_run_hooks
+    from src.modelling.training import components
+    from src.modelling.training.distributed import all_gather_objects
+    from src.modelling.training.precision import resolve_precision
+
+    if world.is_main:  # fail now, not after an epoch, if an output cannot be written
+        writable_dir(cfg.paths.logs_dir, "--logs-dir")
+        writable_file(cfg.paths.checkpoint, "--checkpoint")
+        writable_dir(cfg.paths.runs_dir, "--runs-dir")
+    paths = RunPaths.in_dir(cfg.paths.logs_dir)
+    with log_file(paths.log if world.is_main else None):
+        # First, so that a tracker whose extra is missing stops the run before any data work.
+        run_hooks = make_run_hooks(cfg, paths, device, is_main=world.is_main)
+        hooks = FanoutHooks([run_hooks, *extra_hooks])
+        t = cfg.train
+        try:
+            ensure_default_data(cfg, world)
+            data = build_data(
+                cfg,
+                rank=world.rank,
+                world_size=world.world_size,
+                pin_memory=device.type == "cuda",
+                gather=partial(all_gather_objects, world=world),
+            )
+            model = components.build_model(cfg, data.index.num_features)
+            optimizer = components.build_optimizer(cfg, model)
+            precision = resolve_precision(t.precision, device)
+            log.info(run_header(cfg, data, model, device, precision, world, paths))
+            for line in setup:
+                log.info(f"[SETUP] {line}")
+            hooks.log_params(
+                {
+                    "run.device": str(device),
+                    "run.precision": precision,
+                    "run.world_size": world.world_size,
+                    "run.effective_batch": t.batch_size * t.accumulation_steps * world.world_size,
+                    "model.parameters": count_parameters(model),
+                }
+            )
+            checkpoints = CheckpointManager(
+                cfg.paths.checkpoint,
+                sidecar=sidecar_for(cfg, data, model),
+                fingerprint=result_fingerprint(cfg, data),
+                every_windows=t.checkpoint_every_windows,
+                run_best=cfg.paths.runs_dir / paths.name / "best.pth",
+                replace_best=t.replace_best,
+            )
+            trainer = Trainer(
+                model,
+                components.build_loss(cfg),
+                optimizer,
+                components.build_scheduler(cfg, optimizer),
+                config=t,
+                checkpoints=checkpoints,
+                hooks=hooks,
+                device=device,
+                world=world,
+            )
+            result = trainer.fit(data.train_dl, data.val_dl, t.epochs, resume=resume)
+        except RunInterrupted as stop:
+            log.info(
+                f"[STOP] {stop}: the full training state is in {stop.last_path}; continue "
+                "with the same command and --resume auto"
+            )
+            raise
+        finally:
+            hooks.close()
+        log.info(f"[DONE] log {paths.log} | metrics {paths.jsonl} | plot {paths.png}")
+    return result

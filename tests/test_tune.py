@@ -1,0 +1,132 @@
+"""`saimp tune`: a search space checked up front, and a study that survives SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from src.config import Config, build_config
+from src.core.errors import UserError
+from src.modelling.tuning.space import BUILTIN, load_space
+from tests.test_train_cli import ENV, SMALL
+
+SPACE = """
+[train.lr]
+low = 1e-4
+high = 3e-2
+log = true
+
+[train.class_weights]
+choices = [[1, 10, 10, 20], [1, 2, 2, 4]]
+"""
+
+
+def test_the_builtin_space_is_what_the_original_project_tuned():
+    names = [p.name for p in load_space(None, Config())]
+    assert names == list(BUILTIN)
+    assert {"train.lr", "train.weight_decay", "train.class_weights", "model.dropout"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train.lrr]\nlow = 1\nhigh = 2\n", "unknown setting train.lrr"),
+        ("[train.lr]\nlow = 0.1\nhigh = 0.01\n", "needs low < high"),
+        ("[train.lr]\nlow = 0\nhigh = 0.1\nlog = true\n", "log = true needs low > 0"),
+        ("[model.d_model]\nchoices = [32, 30]\n", "value 30 is not valid"),
+        ("[train.precision]\nlow = 1\nhigh = 2\n", "is not a number; give choices"),
+        ("[train.lr]\nlow = 1e-4\n", "needs low and high, or choices"),
+        ("[train.lr]\nlow = 1e-4\nhigh = 1e-3\nsteps = 2\n", "unknown keys ['steps']"),
+    ],
+)
+def test_a_bad_space_is_one_error_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_space(path, Config())
+    assert str(err.value).startswith(f"--space {path}: ") and message in str(err.value)
+
+
+def tune(out: Path, lake: Path, *extra: str) -> list[str]:
+    space = out.parent / "space.toml"
+    space.write_text(SPACE)
+    return [
+        sys.executable, "-m", "src.modelling.tune", "--data-dir", str(lake),
+        "--trials", "4", "--epochs", "2", "--space", str(space), "--out", str(out),
+        "--study", "canary", *SMALL, "--checkpoint-every-windows", "none", *extra,
+    ]  # fmt: skip
+
+
+def trials_of(out: Path) -> list:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name="canary", storage=f"sqlite:///{out / 'study.db'}")
+    except KeyError:  # the database exists, the study not yet
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_a_killed_study_finishes_with_the_same_trials_and_its_best_toml_trains(tmp_path, tiny_lake):
+    whole = tmp_path / "whole" / "out"
+    whole.parent.mkdir()
+    done = subprocess.run(tune(whole, tiny_lake), cwd=tmp_path, env=ENV, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(whole / "best.toml")
+    reference = {t.number: (t.state.name, t.params) for t in trials_of(whole)}
+    assert len(reference) == 4
+
+    killed = tmp_path / "killed" / "out"
+    killed.parent.mkdir()
+    proc = subprocess.Popen(tune(killed, tiny_lake), cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # SIGKILL once trial 3 (number 2) is under way
+        if (killed / "study.db").exists() and any(
+            t.number == 2 and t.state.name == "RUNNING" for t in trials_of(killed)
+        ):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run(tune(killed, tiny_lake), cwd=tmp_path, env=ENV, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    trials = trials_of(killed)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4
+    assert [t.number for t in trials if t.state.name == "FAIL"] == [2]  # killed, run again
+    assert [(t.state.name, t.params) for t in finished] == list(reference.values())
+    best, ref_best = (
+        tomllib.loads((killed / "best.toml").read_text()),
+        tomllib.loads((whole / "best.toml").read_text()),
+    )
+    assert best["train"] == ref_best["train"]
+
+    # best.toml trains, and the best model's sidecar records how many trials were run.
+    cfg = build_config(config_file=killed / "best.toml")
+    assert cfg.train.select_metric == "val_macro_f1"
+    run = subprocess.run(
+        [sys.executable, "-m", "src.modelling.train", "--config", str(killed / "best.toml"),
+         "--data-dir", str(tiny_lake), "--epochs", "1", "--checkpoint", "b/best.pth",
+         "--logs-dir", "b/logs", "--runs-dir", "b/runs"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    best_trial = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    import json
+
+    sidecar = json.loads(Path(best_trial.user_attrs["checkpoint"]).with_suffix(".json").read_text())
+    assert sidecar["tuning"]["trials"] == 4 and sidecar["tuning"]["trial"] == best_trial.number
+    for name in ("trials.csv", "history.png"):
+        assert (killed / name).stat().st_size > 0
