@@ -14,11 +14,10 @@ epoch's training time from its `[EPOCH] Epoch 1 done in X s` line:
 
 Two policies, side by side in every round:
 
-- ours: the project's thread budget (CPUs / processes sharing them) and OpenMP threads
-  that sleep while waiting (`OMP_WAIT_POLICY=PASSIVE`, set by `src/__init__.py`);
-- torch defaults: the same command started by a launcher that imports torch before
-  `src` (so OpenMP keeps its default wait policy) and passes `--threads` with torch's
-  own default thread count.
+- ours: the project's thread budget (CPUs / processes sharing them), with the
+  `ThreadGovernor` shrinking the threads to the CPUs other processes leave free;
+- torch defaults: the same command with `--threads` set to torch's own default count,
+  which fixes the count (no governor), as torch alone would run.
 
 Neither policy sees `OMP_NUM_THREADS` or `OMP_WAIT_POLICY` from the calling shell. The
 machine's other load shows in the numbers: check `uptime` first.
@@ -38,15 +37,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_LINE = re.compile(r"\[EPOCH\] Epoch 1 done in ([0-9.]+)s")
-DEFAULTS_LAUNCHER = (
-    "import sys, runpy, torch; "  # torch first: OpenMP starts with its own defaults
-    "sys.argv = ['train', *sys.argv[1:], '--threads', str(torch.get_num_threads())]; "
-    "runpy.run_module('src.modelling.train', run_name='__main__')"
-)
-POLICIES = {
-    "ours": [sys.executable, "-m", "src.modelling.train"],
-    "torch defaults": [sys.executable, "-c", DEFAULTS_LAUNCHER],
-}
+TRAIN = [sys.executable, "-m", "src.modelling.train"]
+
+
+def torch_default_threads() -> int:
+    """What torch picks in a fresh process with no OMP_NUM_THREADS."""
+    code = "import torch; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True)
+    return int(out.stdout)
+
+
+POLICIES: dict[str, int | None] = {"ours": None, "torch defaults": 0}
+"""Policy -> the fixed `--threads` (None: the project's budget and governor)."""
 
 
 def clean_env() -> dict[str, str]:
@@ -69,6 +71,7 @@ def prepare(root: Path, bars: int) -> Path:
 
 
 def start(policy: str, lake: Path, out: Path) -> subprocess.Popen:
+    fixed = ["--threads", str(POLICIES[policy])] if POLICIES[policy] else []
     args = [
         "--data-dir", str(lake), "--checkpoint", str(out / "best.pth"),
         "--logs-dir", str(out / "logs"), "--runs-dir", str(out / "runs"),
@@ -76,7 +79,7 @@ def start(policy: str, lake: Path, out: Path) -> subprocess.Popen:
         "--log-every", "100000", "--checkpoint-every-windows", "none",
     ]  # fmt: skip
     return subprocess.Popen(
-        [*POLICIES[policy], *args], cwd=REPO, env=clean_env(), text=True,
+        [*TRAIN, *args, *fixed], cwd=REPO, env=clean_env(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--bars", type=int, default=60_000, help="synthetic 1-minute bars")
     args = p.parse_args(argv)
+    POLICIES["torch defaults"] = torch_default_threads()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         lake = prepare(tmp / "data", args.bars)

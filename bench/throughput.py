@@ -1001,8 +1001,7 @@ def report(
         + ", ".join(f"{name} {ms:.2f}" for name, ms in adamw_ms.items())
         + ". train() contenders use "
         + (
-            "the trainer's (as `saimp train` does); the others the plain "
-            "loop's.\n"
+            "the trainer's (as `saimp train` does); the others the plain loop's.\n"
             if args.optimizer == "trainer"
             else "the plain loop's, like every contender (--optimizer same).\n"
         )

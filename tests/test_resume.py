@@ -14,7 +14,7 @@ import torch
 
 from src.modelling.checkpointing.last import load_training_state
 from src.modelling.observability.plots import figure_data, read_epoch_records
-from src.modelling.training.faults import KILL_IN_SAVE_ENV
+from src.modelling.training.faults import KILL_AT_WINDOW_ENV, KILL_IN_SAVE_ENV
 from tests.test_train_cli import ENV, SMALL, paths_args, run_train
 
 pytestmark = pytest.mark.slow
@@ -97,16 +97,12 @@ def test_sigkill_during_a_checkpoint_write(tmp_path, tiny_lake, reference):
 
 @pytest.mark.parametrize("epoch_to_kill", [1, 2])
 def test_sigkill_mid_epoch_and_mid_window(tmp_path, tiny_lake, reference, epoch_to_kill):
-    proc = start(tmp_path, tiny_lake)
-    if epoch_to_kill == 1:
-        wait_for(lambda: last_exists(tmp_path))  # a periodic save happened in epoch 1
-    else:
-        wait_for(lambda: any(
-            '"kind": "epoch"' in p.read_text() for p in (tmp_path / "logs").glob("*.jsonl")
-        ))  # fmt: skip
-    time.sleep(0.4)  # somewhere inside a window, most of the time is spent there
-    proc.kill()
-    proc.communicate(timeout=30)
+    # Inside window 6 of the epoch (after a periodic save at window 4), after its first
+    # backward pass: mid-epoch and mid-window, at a known place instead of a timed race.
+    per_epoch = reference["loop"]["windows_done"] // 2
+    window = (epoch_to_kill - 1) * per_epoch + 6
+    proc = start(tmp_path, tiny_lake, env={KILL_AT_WINDOW_ENV: str(window)})
+    proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     state, _ = load_training_state(tmp_path / "data" / "saimp_last.pth")
     assert state["loop"]["epoch"] == epoch_to_kill - 1  # killed inside that epoch

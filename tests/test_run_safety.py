@@ -214,11 +214,35 @@ def test_the_thread_budget_splits_the_cpus_and_honours_overrides(monkeypatch):
     assert thread_budget(sharing=4) == (3, "OMP_NUM_THREADS")
 
 
-def test_the_wait_policy_is_set_before_torch_loads():
-    code = "import os, src, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's own choice wins
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "ACTIVE"
+def test_the_governor_leaves_other_processes_their_cores(monkeypatch):
+    import src.core.threads as T
+
+    monkeypatch.setattr(T, "available_cpus", lambda: 2)
+    # (time s, machine busy CPU-seconds, this process's CPU-seconds), every 2 s.
+    samples = iter([(0, 0, 0), (2, 4.0, 2.0), (4, 7.8, 3.8), (6, 11.8, 7.8), (8, 12.0, 8.0)])
+    monkeypatch.setattr(T.ThreadGovernor, "_sample", lambda self: next(samples))
+    governor = T.ThreadGovernor(budget=2, interval_s=0.0)
+    try:
+        assert governor.tick() == 1  # a neighbour used one core: keep one thread
+        assert torch.get_num_threads() == 1
+        assert governor.tick() == 1  # it still does
+        assert governor.tick() == 2  # it is gone: both threads again
+        assert torch.get_num_threads() == 2
+        assert governor.tick() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_an_explicit_thread_count_is_not_governed(monkeypatch):
+    from src.core.threads import apply_thread_budget
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        line, governor = apply_thread_budget(requested=2)
+        assert governor is None and line == "2 CPU threads (--threads)"
+        monkeypatch.setattr("src.core.threads.available_cpus", lambda: 4)
+        line, governor = apply_thread_budget(sharing=2)
+        assert governor is not None and governor.budget == 2
+        assert line.startswith("2 CPU threads (4 CPUs / 2 process(es)), fewer while")
+    finally:
+        torch.set_num_threads(1)

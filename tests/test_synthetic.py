@@ -140,6 +140,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert run_cli(synthetic.main, [*argv, "--mode", "random_walk", "--synthetic-seed", "3"]) == 0
     assert (tmp_path / "r" / "SYNTH_2024-01.parquet").is_file()
     assert run_cli(synthetic.main, [*argv, "--synthetic-bars", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --synthetic-bars must be >= 1, got 0"
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --synthetic-bars: data.synthetic_bars must be > 0, got 0"
     assert run_cli(synthetic.main, [*argv, "--mode", "trend"]) == 2
     assert "invalid choice: 'trend'" in capsys.readouterr().err

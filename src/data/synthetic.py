@@ -41,11 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from src.config import DataConfig
+from src.config import Config, DataConfig, apply_overrides
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
 from src.data.prepare import month_slices, replace_dir, staging_dir
-from src.flags import alias
+from src.flags import add_config_flags, alias, flag_for_error, overrides_from
 
 log = logging.getLogger(__name__)
 
@@ -298,39 +298,44 @@ def _check_synthetic_target(out_dir: Path) -> None:
             )
 
 
+# The settings `saimp synthetic` shares with the default data of `saimp train`.
+_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "paths": ("raw_dir",),
+    "data": ("synthetic_bars", "synthetic_seed", "bar_minutes"),
+}
+
+
 def main(argv: list[str] | None = None, prog: str = "saimp synthetic") -> int:
-    defaults = DataConfig()
     parser = ArgumentParser(
         prog=prog,
         description="Write synthetic raw candles, one Parquet file per symbol and month.",
     )
-    parser.add_argument("--raw-dir", type=Path, default=C.DEFAULT_RAW_DIR, help="output directory")
-    parser.add_argument("--synthetic-seed", type=int, default=defaults.synthetic_seed, help="seed")
-    parser.add_argument(
-        "--synthetic-bars", type=int, default=defaults.synthetic_bars, help="bars per symbol"
-    )
-    parser.add_argument("--bar-minutes", type=int, choices=(1, 15), default=defaults.bar_minutes)
+    dests: dict[str, tuple[str, str]] = {}
+    add_config_flags(parser, Config(), _SECTIONS, dests)
     parser.add_argument("--mode", choices=MODES, default="planted")
     parser.add_argument("--symbols", type=int, default=1, help="number of symbols")
-    alias(parser, "--out", "--raw-dir", type=Path)
-    alias(parser, "--seed", "--synthetic-seed", type=int)
-    alias(parser, "--bars", "--synthetic-bars", type=int)
+    alias(parser, "--out", "--raw-dir")
+    alias(parser, "--seed", "--synthetic-seed")
+    alias(parser, "--bars", "--synthetic-bars")
     args = parser.parse_args(argv)
-    if args.synthetic_bars < 1:
-        raise UserError(f"--synthetic-bars must be >= 1, got {args.synthetic_bars}")
+    try:
+        cfg = apply_overrides(Config(), overrides_from(args, dests), "command line")
+    except ValueError as err:
+        raise UserError(flag_for_error(str(err), dests, args)) from None
     if args.symbols < 1:
         raise UserError(f"--symbols must be >= 1, got {args.symbols}")
+    d = cfg.data
     paths = write_raw(
-        args.raw_dir,
-        n_bars=args.synthetic_bars,
-        seed=args.synthetic_seed,
-        bar_minutes=args.bar_minutes,
+        cfg.paths.raw_dir,
+        n_bars=d.synthetic_bars,
+        seed=d.synthetic_seed,
+        bar_minutes=d.bar_minutes,
         mode=args.mode,
         n_symbols=args.symbols,
     )
     log.info(
-        f"wrote {len(paths)} files ({args.symbols} symbol(s) x {args.synthetic_bars} bars of "
-        f"{args.bar_minutes} min, mode {args.mode}, seed {args.synthetic_seed}) to {args.raw_dir}"
+        f"wrote {len(paths)} files ({args.symbols} symbol(s) x {d.synthetic_bars} bars of "
+        f"{d.bar_minutes} min, mode {args.mode}, seed {d.synthetic_seed}) to {cfg.paths.raw_dir}"
     )
     return 0
 

@@ -118,12 +118,14 @@ def main(argv: list[str] | None = None, prog: str = "saimp train") -> int:
     cfg = config_from_args(args)
     world = World.from_env()
     setup_console(world.rank)
-    threads = apply_thread_budget(cfg.train.threads, world.local_world_size)
+    threads, governor = apply_thread_budget(cfg.train.threads, world.local_world_size)
     device = device_for(world)
     init_process_group(world, device)
     finished = False
     try:
-        result = run_training(cfg, world, device, resume=args.resume, setup=[threads])
+        result = run_training(
+            cfg, world, device, resume=args.resume, setup=[threads], governor=governor
+        )
         log.info(str(result.best_checkpoint))  # the last line: where the best model is
         finished = True
         return 0

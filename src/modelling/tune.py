@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None, prog: str = "saimp tune") -> int:
     if args.trials < 1 or args.jobs < 1:
         raise UserError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
     setup_console()
-    _quiet_optuna()
+    try:
+        _quiet_optuna()
+    except ImportError:
+        raise UserError(
+            "saimp tune needs Optuna, in the optional 'tune' extra: pip install -e '.[tune]'"
+        ) from None
     from src.modelling.tuning import study as st
     from src.modelling.tuning.space import load_space
 
@@ -119,11 +124,11 @@ def _work(args, cfg, space, out, open_study, quota: int) -> int:
     from src.modelling.tuning.objective import run_trial
     from src.modelling.tuning.study import run_trials
 
-    threads = apply_thread_budget(cfg.train.threads, args.jobs)
+    threads, governor = apply_thread_budget(cfg.train.threads, args.jobs)
     device = device_for(World())
     objective = partial(
         run_trial, space=space, base=cfg, out=out, metric=args.objective, device=device,
-        setup=[threads],
+        setup=[threads], governor=governor,
     )  # fmt: skip
     run_trials(open_study, quota, objective)
     return 0

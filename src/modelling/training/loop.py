@@ -175,6 +175,8 @@ class Loop:
                         logits = self.model(x)  # (B, n_classes)
                     batch_sum = self.window_loss.sum_loss(logits, y)
                     self.scaler.scale(batch_sum * scale).backward()
+                    if i == 0:
+                        self.faults.maybe_kill_in_window(self.state.windows_done)
             except torch.OutOfMemoryError:
                 if last or not self.world.distributed:
                     raise

@@ -18,6 +18,7 @@ import torch
 from src.config import Config
 from src.core.logs import log_file
 from src.core.paths import writable_dir, writable_file
+from src.core.threads import ThreadGovernor
 from src.modelling.checkpointing.manager import CheckpointManager
 from src.modelling.observability.hooks import FanoutHooks, Hooks
 from src.modelling.training.distributed import World
@@ -28,6 +29,16 @@ from src.modelling.training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
+class _Governed(Hooks):
+    """Lets the thread governor look at the machine after every window and batch."""
+
+    def __init__(self, governor: ThreadGovernor) -> None:
+        self.governor = governor
+
+    def progress(self, phase: str, batches_done: int, samples: int, **metrics: float) -> None:
+        self.governor.tick()
+
+
 def run_training(
     cfg: Config,
     world: World,
@@ -36,10 +47,12 @@ def run_training(
     resume: str | None = None,
     setup: Iterable[str] = (),
     extra_hooks: Iterable[Hooks] = (),
+    governor: ThreadGovernor | None = None,
 ) -> TrainResult:
     """Train as `saimp train` does; return the run's `TrainResult`.
 
-    `setup`: lines for the run's header (e.g. the thread budget). `extra_hooks` receive
+    `setup`: lines for the run's header (e.g. the thread budget); `governor` adapts the
+    CPU threads to other processes while the run trains. `extra_hooks` receive
     the metrics after the run's own hooks (an exception they raise in `epoch_end` ends
     the run after that epoch's files are written: how a pruned trial stops). Raises
     `UserError` before any data work when an output cannot be written, and
@@ -64,7 +77,8 @@ def run_training(
     with log_file(paths.log if world.is_main else None):
         # First, so that a tracker whose extra is missing stops the run before any data work.
         run_hooks = make_run_hooks(cfg, paths, device, is_main=world.is_main)
-        hooks = FanoutHooks([run_hooks, *extra_hooks])
+        parts = [run_hooks, *extra_hooks]
+        hooks = FanoutHooks(parts + ([_Governed(governor)] if governor is not None else []))
         t = cfg.train
         try:
             ensure_default_data(cfg, world)

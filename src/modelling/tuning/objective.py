@@ -69,6 +69,7 @@ def run_trial(
     metric: str,
     device: torch.device,
     setup: Iterable[str] = (),
+    governor: Any = None,
 ) -> float:
     """Draw the trial's parameters, train, and return the best value of `metric`.
 
@@ -85,8 +86,9 @@ def run_trial(
     )
     log.info(f"[TUNE] trial {trial.number}: {shown}")
     result = run_training(
-        cfg, World(), device, setup=setup, extra_hooks=[PruningHooks(trial, metric)]
-    )
+        cfg, World(), device, setup=setup, extra_hooks=[PruningHooks(trial, metric)],
+        governor=governor,
+    )  # fmt: skip
     trial.set_user_attr("checkpoint", str(result.best_checkpoint))
     trial.set_user_attr("epochs", result.state.epoch)
     return float(result.state.best_metric)

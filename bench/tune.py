@@ -1,0 +1,106 @@
+"""What the search's pruner saves, and what `--jobs 2` buys, on a synthetic lake.
+
+    python -m bench.tune                                 # about 15 minutes on 2 cores
+    python -m bench.tune --bars 20000 --trials 12 --epochs 3 --jobs-trials 8
+
+Runs `saimp tune` (the built-in space, TPE with one sampler seed) as separate processes:
+
+- pruning: the same study of `--trials` trials of `--epochs` epochs with the median
+  pruner and without it (`--pruner none`); epochs trained (from each trial's reported
+  epochs), wall time, and the best validation macro-F1 of each;
+- jobs: `--jobs-trials` trials with `--jobs 1` and with `--jobs 2`; trials per hour.
+
+The machine's other load shows in the numbers: check `uptime` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    e["PYTHONPATH"] = str(REPO)
+    return e
+
+
+def prepare(root: Path, bars: int) -> Path:
+    raw, lake = root / "raw", root / "lake"
+    for args in (
+        ["src.data.synthetic", "--raw-dir", str(raw), "--synthetic-bars", str(bars)],
+        ["src.data.prepare", "--raw-dir", str(raw), "--data-dir", str(lake)],
+    ):
+        subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env(), check=True,
+                       capture_output=True)  # fmt: skip
+    return lake
+
+
+def study(lake: Path, out: Path, trials: int, epochs: int, *extra: str) -> dict[str, float]:
+    """Run one study to the end; its wall time, epochs trained and best value."""
+    import optuna
+
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "src.modelling.tune", "--data-dir", str(lake), "--out", str(out),
+         "--trials", str(trials), "--epochs", str(epochs), "--progress", "lines",
+         "--log-every", "100000", "--checkpoint-every-windows", "none", *extra],
+        cwd=REPO, env=env(), check=True, capture_output=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    s = optuna.load_study(study_name="saimp", storage=f"sqlite:///{out / 'study.db'}")
+    done = [t for t in s.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    return {
+        "wall": wall,
+        "epochs": sum(len(t.intermediate_values) for t in done),
+        "pruned": sum(t.state.name == "PRUNED" for t in done),
+        "best": s.best_value,
+        "trials": len(done),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n")[0])
+    p.add_argument("--bars", type=int, default=20_000, help="synthetic 1-minute bars")
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--jobs-trials", type=int, default=8)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        lake = prepare(tmp / "data", args.bars)
+        runs = {
+            "median pruner": study(lake, tmp / "pruned", args.trials, args.epochs),
+            "no pruner": study(
+                lake, tmp / "unpruned", args.trials, args.epochs, "--pruner", "none"
+            ),
+        }
+        jobs = {
+            j: study(lake, tmp / f"jobs{j}", args.jobs_trials, 1, "--jobs", str(j)) for j in (1, 2)
+        }
+    print(f"\nPruning: {args.trials} trials of {args.epochs} epochs, {args.bars:,} bars")
+    print("| study | epochs trained | pruned trials | wall s | best val macro-F1 |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in runs.items():
+        print(f"| {name} | {r['epochs']} | {r['pruned']} | {r['wall']:.0f} | {r['best']:.4f} |")
+    share = runs["median pruner"]["epochs"] / runs["no pruner"]["epochs"]
+    print(f"epochs with the pruner / without: {share:.2f}")
+    print(f"\nParallel trials: {args.jobs_trials} trials of 1 epoch")
+    print("| jobs | wall s | trials per hour |")
+    print("|---:|---:|---:|")
+    for j, r in jobs.items():
+        print(f"| {j} | {r['wall']:.0f} | {3600 * r['trials'] / r['wall']:.0f} |")
+    print(f"--jobs 2 / --jobs 1 trials per hour: {jobs[1]['wall'] / jobs[2]['wall']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
