@@ -16,31 +16,13 @@ The machine's other load shows in the numbers: check `uptime` first.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    e["PYTHONPATH"] = str(REPO)
-    return e
-
-
-def prepare(root: Path, bars: int) -> Path:
-    raw, lake = root / "raw", root / "lake"
-    for args in (
-        ["src.data.synthetic", "--raw-dir", str(raw), "--synthetic-bars", str(bars)],
-        ["src.data.prepare", "--raw-dir", str(raw), "--data-dir", str(lake)],
-    ):
-        subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env(), check=True,
-                       capture_output=True)  # fmt: skip
-    return lake
+from bench.contention import REPO, clean_env, prepare
 
 
 def study(lake: Path, out: Path, trials: int, epochs: int, *extra: str) -> dict[str, float]:
@@ -52,7 +34,7 @@ def study(lake: Path, out: Path, trials: int, epochs: int, *extra: str) -> dict[
         [sys.executable, "-m", "src.modelling.tune", "--data-dir", str(lake), "--out", str(out),
          "--trials", str(trials), "--epochs", str(epochs), "--progress", "lines",
          "--log-every", "100000", "--checkpoint-every-windows", "none", *extra],
-        cwd=REPO, env=env(), check=True, capture_output=True,
+        cwd=REPO, env=clean_env(), check=True, capture_output=True,
     )  # fmt: skip
     wall = time.perf_counter() - t0
     optuna.logging.set_verbosity(optuna.logging.ERROR)
