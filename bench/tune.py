@@ -1,14 +1,15 @@
 """What the search's pruner saves, and what `--jobs 2` buys, on a synthetic lake.
 
-    python -m bench.tune                                 # about 15 minutes on 2 cores
-    python -m bench.tune --bars 20000 --trials 12 --epochs 3 --jobs-trials 8
+    python -m bench.tune                                 # about 7 minutes on 2 cores
+    python -m bench.tune --parts jobs --jobs-trials 6 --jobs-epochs 3
 
 Runs `saimp tune` (the built-in space, TPE with one sampler seed) as separate processes:
 
 - pruning: the same study of `--trials` trials of `--epochs` epochs with the median
   pruner and without it (`--pruner none`); epochs trained (from each trial's reported
   epochs), wall time, and the best validation macro-F1 of each;
-- jobs: `--jobs-trials` trials with `--jobs 1` and with `--jobs 2`; trials per hour.
+- jobs: `--jobs-trials` trials of `--jobs-epochs` epochs with `--jobs 1` and with
+  `--jobs 2`, without pruning (so both do the same epochs); trials per hour.
 
 The machine's other load shows in the numbers: check `uptime` first.
 """
@@ -55,19 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--jobs-trials", type=int, default=8)
+    p.add_argument("--jobs-epochs", type=int, default=3)
+    p.add_argument("--parts", nargs="+", choices=("pruning", "jobs"), default=["pruning", "jobs"])
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         lake = prepare(tmp / "data", args.bars)
-        runs = {
-            "median pruner": study(lake, tmp / "pruned", args.trials, args.epochs),
-            "no pruner": study(
-                lake, tmp / "unpruned", args.trials, args.epochs, "--pruner", "none"
-            ),
-        }
-        jobs = {
-            j: study(lake, tmp / f"jobs{j}", args.jobs_trials, 1, "--jobs", str(j)) for j in (1, 2)
-        }
+        runs, jobs = {}, {}
+        if "pruning" in args.parts:
+            n, e = args.trials, args.epochs
+            runs["median pruner"] = study(lake, tmp / "pruned", n, e)
+            runs["no pruner"] = study(lake, tmp / "unpruned", n, e, "--pruner", "none")
+        if "jobs" in args.parts:
+            n, e = args.jobs_trials, args.jobs_epochs
+            for j in (1, 2):
+                jobs[j] = study(lake, tmp / f"jobs{j}", n, e, "--jobs", str(j), "--pruner", "none")
+    if runs:
+        print_pruning(args, runs)
+    if jobs:
+        print_jobs(args, jobs)
+    return 0
+
+
+def print_pruning(args: argparse.Namespace, runs: dict) -> None:
     print(f"\nPruning: {args.trials} trials of {args.epochs} epochs, {args.bars:,} bars")
     print("| study | epochs trained | pruned trials | wall s | best val macro-F1 |")
     print("|---|---:|---:|---:|---:|")
@@ -75,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {r['epochs']} | {r['pruned']} | {r['wall']:.0f} | {r['best']:.4f} |")
     share = runs["median pruner"]["epochs"] / runs["no pruner"]["epochs"]
     print(f"epochs with the pruner / without: {share:.2f}")
-    print(f"\nParallel trials: {args.jobs_trials} trials of 1 epoch")
+
+
+def print_jobs(args: argparse.Namespace, jobs: dict) -> None:
+    print(f"\nParallel trials: {args.jobs_trials} trials of {args.jobs_epochs} epochs")
     print("| jobs | wall s | trials per hour |")
     print("|---:|---:|---:|")
     for j, r in jobs.items():
         print(f"| {j} | {r['wall']:.0f} | {3600 * r['trials'] / r['wall']:.0f} |")
     print(f"--jobs 2 / --jobs 1 trials per hour: {jobs[1]['wall'] / jobs[2]['wall']:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -279,3 +279,12 @@ def test_other_ranks_print_only_warnings_with_their_rank(capsys):
     logging.getLogger("src.test").warning("disk almost full")
     out, err = capsys.readouterr()
     assert out == "" and err == "[rank 1] warning: disk almost full\n"
+
+
+def test_setting_up_the_console_twice_prints_each_warning_once(capsys):
+    import warnings
+
+    setup_console()
+    setup_console()  # run_cli, then the command's own main()
+    warnings.warn("only once", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err.count("UserWarning: only once") == 1

@@ -94,6 +94,23 @@ def test_a_second_cli_run_that_is_worse_says_where_its_model_went(tmp_path, tiny
     assert own.parent.parent == tmp_path / "runs" and own.is_file()
     [line] = [ln for ln in second.stderr.splitlines() if "kept" in ln]
     assert line.startswith(f"warning: kept {best}: its val_loss ") and printed in line
+    # The first run's resumable state was moved into its own folder, not overwritten.
+    [earlier] = [p for p in (tmp_path / "runs").glob("*/last.pth")]
+    assert f"kept the earlier run's resumable state as {earlier.relative_to(tmp_path)}" in (
+        second.stdout
+    )
+
+
+def test_a_new_run_moves_an_earlier_resumable_state_into_its_run_folder(tmp_path):
+    first = new_run(tmp_path, "a")
+    first.save_last({"loop": {"epoch": 1}})
+    first.save_last({"loop": {"epoch": 2}})  # and a .prev
+    kept = new_run(tmp_path, "b").keep_earlier_last()
+    assert kept == tmp_path / "runs" / "a" / "last.pth"
+    assert not first.last_path.exists()
+    assert torch.load(kept, weights_only=True)["loop"] == {"epoch": 2}
+    assert kept.with_name("last.pth.prev").exists()
+    assert new_run(tmp_path, "c").keep_earlier_last() is None  # nothing left to keep
 
 
 # -- non-finite means failed ------------------------------------------------------------------

@@ -84,23 +84,26 @@ def _console_handlers(logger: logging.Logger) -> list[logging.Handler]:
     return [h for h in logger.handlers if isinstance(h, ConsoleHandler)]
 
 
-def setup_console(rank: int = 0) -> logging.Logger:
+def setup_console(rank: int = 0, capture_warnings: bool = True) -> logging.Logger:
     """Make the `src` logger print on the console (idempotent); return it.
 
-    Rank 0 shows INFO and above; other ranks WARNING and above. Python warnings are
-    routed into logging, so they reach the console and the run log.
+    Rank 0 shows INFO and above; other ranks WARNING and above. With `capture_warnings`
+    (a command owns its process), Python warnings are routed into logging, so they reach
+    the console and the run log.
     """
-    logger = logging.getLogger(ROOT)
-    for h in _console_handlers(logger):
-        logger.removeHandler(h)
+    logger, warnings_logger = logging.getLogger(ROOT), logging.getLogger("py.warnings")
+    for lg in (logger, warnings_logger):
+        for h in _console_handlers(lg):
+            lg.removeHandler(h)
     handler = ConsoleHandler()
     handler.setFormatter(_Format(rank))
     handler.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    logger.propagate = False  # a command owns its process: no second copy via the root
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").addHandler(handler)
+    logger.propagate = False  # no second copy through a root handler added later
+    if capture_warnings:
+        logging.captureWarnings(True)
+        warnings_logger.addHandler(handler)
     return logger
 
 
@@ -108,10 +111,10 @@ def ensure_console(rank: int = 0) -> None:
     """For library callers of `train()`: print on the console unless logging is set up.
 
     Does nothing when the `src` logger or the root logger already has a handler (the
-    caller configured logging, or a command did).
+    caller configured logging, or a command did); leaves the caller's warnings alone.
     """
     if not logging.getLogger(ROOT).hasHandlers():
-        setup_console(rank)
+        setup_console(rank, capture_warnings=False)
 
 
 @contextmanager

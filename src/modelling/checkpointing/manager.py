@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from src.core.constants import DEFAULT_CHECKPOINT
+from src.modelling.checkpointing.atomic import CheckpointError, safe_load
 from src.modelling.checkpointing.best import save_best, sidecar_path
 from src.modelling.checkpointing.fingerprint import fingerprint_difference
 from src.modelling.checkpointing.last import (
@@ -148,7 +151,32 @@ class CheckpointManager:
         if not self.is_writer:
             return
         payload = {**state, "fingerprint": self.fingerprint, "sidecar": self.sidecar}
+        if self.run_best is not None:
+            payload["run_name"] = self.run_best.parent.name
         save_training_state(self.last_path, payload, during_write)
+
+    def keep_earlier_last(self) -> Path | None:
+        """A new run (not a resume) will write `last`: move an earlier run's resumable state
+        into that run's own folder first, so it can still be continued. Returns where it
+        went (None: nothing to keep, or no run folders)."""
+        if not self.is_writer or self.run_best is None or not self.last_path.exists():
+            return None
+        try:
+            name = safe_load(self.last_path, "training state").get("run_name")
+        except (CheckpointError, AttributeError):
+            name = None  # unreadable or from before run names: kept all the same
+        folder = self.run_best.parent.parent / (name or f"earlier_{time.strftime('%Y%m%d_%H%M%S')}")
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / "last.pth"
+        os.replace(self.last_path, kept)
+        prev = previous_path(self.last_path)
+        if prev.exists():
+            os.replace(prev, previous_path(kept))
+        log.info(
+            f"[CKPT] kept the earlier run's resumable state as {kept} "
+            f"(continue that run with --resume {kept})"
+        )
+        return kept
 
     # -- resuming --------------------------------------------------------------------------
     def load_last(self, resume: Path | str) -> tuple[dict[str, Any], Path] | None:

@@ -199,8 +199,8 @@ class Trainer:
         """
         if num_epochs < 1:
             raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
-        if resume is not None:
-            self.resume(resume)
+        if resume is None or not self.resume(resume):
+            self.checkpoints.keep_earlier_last()
         st = self.state
         if st.micro_batch is None:
             st.micro_batch = pick_micro_batch(
@@ -331,11 +331,12 @@ class Trainer:
             during_write=loop.faults.maybe_kill_in_save,
         )
 
-    def resume(self, resume: Path | str) -> None:
-        """Load the `last` state ("auto": if there is one) into model, optimizer, loop."""
+    def resume(self, resume: Path | str) -> bool:
+        """Load the `last` state ("auto": if there is one) into model, optimizer, loop;
+        False when "auto" found none (a new run)."""
         found = self.checkpoints.load_last(resume)
         if found is None:
-            return
+            return False
         payload, source = found
         loop = self.loop
         unwrap(loop.model).load_state_dict(payload["model"])
@@ -354,3 +355,4 @@ class Trainer:
         )
         log.info(f"[RESUME] continuing from {source} at {where}")
         self.hooks.history_restored([dict(r) for r in st.history])
+        return True
