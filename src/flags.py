@@ -123,6 +123,33 @@ def flag_for_error(message: str, dests: dict[str, tuple[str, str]], given: Any) 
     return message
 
 
+class ConfigFlags:
+    """The generated flags of some config sections on one parser, and the Config they make.
+
+    `sections`: section -> fields to expose (None: all), as for `add_config_flags`;
+    `base`: the config whose values the help shows as defaults.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, sections: dict, base: Any) -> None:
+        self.base = base
+        self.dests: dict[str, tuple[str, str]] = {}
+        add_config_flags(parser, base, sections, self.dests)
+
+    def config(self, args: argparse.Namespace, make: Any = None) -> Any:
+        """`make(overrides)` (default: `base` with the flags applied); a bad value is a
+        `UserError` naming the flag the user typed."""
+        from src.config import apply_overrides
+        from src.core.errors import UserError
+
+        try:
+            overrides = overrides_from(args, self.dests)
+            if make is None:
+                return apply_overrides(self.base, overrides, "command line")
+            return make(overrides)
+        except ValueError as err:
+            raise UserError(flag_for_error(str(err), self.dests, args)) from None
+
+
 class _Alias(argparse.Action):
     """An old flag name: stores into the new flag's destination and says the new name."""
 

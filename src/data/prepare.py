@@ -40,14 +40,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from src.config import Config, DataConfig, LabelConfig, apply_overrides
+from src.config import Config, DataConfig, LabelConfig
 from src.core import constants as C
 from src.core.errors import ArgumentParser, DataError, UserError
 from src.core.paths import writable_dir
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.labels import horizon_bars, label_counts, triple_barrier_labels
 from src.data.raw_io import RawCandles, iso_ms, read_raw_dir
-from src.flags import add_config_flags, alias, flag_for_error, overrides_from
+from src.flags import ConfigFlags, alias
 
 LAKE_VERSION = 1
 TS_TYPE = pa.timestamp("ms", tz="UTC")
@@ -371,15 +371,11 @@ def main(argv: list[str] | None = None, prog: str = "saimp prepare") -> int:
         description="Build the processed Parquet lake (causal features + triple-barrier labels) "
         "from raw candles.",
     )
-    dests: dict[str, tuple[str, str]] = {}
-    add_config_flags(parser, Config(), _SECTIONS, dests)
+    flags = ConfigFlags(parser, _SECTIONS, Config())
     alias(parser, "--raw", "--raw-dir")
     alias(parser, "--out", "--data-dir")
     args = parser.parse_args(argv)
-    try:
-        cfg = apply_overrides(Config(), overrides_from(args, dests), "command line")
-    except ValueError as err:
-        raise UserError(flag_for_error(str(err), dests, args)) from None
+    cfg = flags.config(args)
     prepare_lake(
         cfg.paths.raw_dir,
         cfg.paths.data_dir,

@@ -41,11 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from src.config import Config, DataConfig, apply_overrides
+from src.config import Config, DataConfig
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
 from src.data.prepare import month_slices, replace_dir, staging_dir
-from src.flags import add_config_flags, alias, flag_for_error, overrides_from
+from src.flags import ConfigFlags, alias
 
 log = logging.getLogger(__name__)
 
@@ -310,18 +310,14 @@ def main(argv: list[str] | None = None, prog: str = "saimp synthetic") -> int:
         prog=prog,
         description="Write synthetic raw candles, one Parquet file per symbol and month.",
     )
-    dests: dict[str, tuple[str, str]] = {}
-    add_config_flags(parser, Config(), _SECTIONS, dests)
+    flags = ConfigFlags(parser, _SECTIONS, Config())
     parser.add_argument("--mode", choices=MODES, default="planted")
     parser.add_argument("--symbols", type=int, default=1, help="number of symbols")
     alias(parser, "--out", "--raw-dir")
     alias(parser, "--seed", "--synthetic-seed")
     alias(parser, "--bars", "--synthetic-bars")
     args = parser.parse_args(argv)
-    try:
-        cfg = apply_overrides(Config(), overrides_from(args, dests), "command line")
-    except ValueError as err:
-        raise UserError(flag_for_error(str(err), dests, args)) from None
+    cfg = flags.config(args)
     if args.symbols < 1:
         raise UserError(f"--symbols must be >= 1, got {args.symbols}")
     d = cfg.data

@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from src.config import MODEL_SIZES, PRESETS, Config, build_config
-from src.core.errors import ArgumentParser, UserError
-from src.flags import add_config_flags, flag_for_error, overrides_from, parse_set
+from src.core.errors import ArgumentParser
+from src.flags import ConfigFlags, parse_set
 
 # What `saimp train` exposes as flags; the labels are made by `saimp prepare`.
 SECTIONS: dict[str, tuple[str, ...] | None] = {
@@ -22,7 +22,7 @@ SECTIONS: dict[str, tuple[str, ...] | None] = {
     "train": None,
     "track": None,
 }
-_DESTS: dict[str, tuple[str, str]] = {}
+_FLAGS: list[ConfigFlags] = []  # the generated flags of the parser built last
 
 
 def build_parser(prog: str = "saimp train") -> argparse.ArgumentParser:
@@ -49,17 +49,17 @@ def build_parser(prog: str = "saimp train") -> argparse.ArgumentParser:
         help="continue a killed or interrupted run from its last checkpoint (auto: "
         "data/saimp_last.pth beside --checkpoint, if it exists)",
     )
-    _DESTS.clear()
-    add_config_flags(p, Config(), SECTIONS, _DESTS)
+    _FLAGS[:] = [ConfigFlags(p, SECTIONS, Config())]
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Preset, then TOML, then --set, then the named flags; bad values name the flag."""
-    try:
+
+    def make(flags: dict) -> Config:
         overrides = parse_set(args.set)
-        for section, values in overrides_from(args, _DESTS).items():
+        for section, values in flags.items():
             overrides.setdefault(section, {}).update(values)
         return build_config(args.preset, args.model_size, args.config, overrides)
-    except ValueError as err:
-        raise UserError(flag_for_error(str(err), _DESTS, args)) from None
+
+    return _FLAGS[0].config(args, make)
