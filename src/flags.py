@@ -17,28 +17,42 @@ import ast
 import dataclasses
 import inspect
 import logging
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 log = logging.getLogger(__name__)
 
 
 @cache
+def _module_docs(module_name: str) -> dict[str, dict[str, str]]:
+    """`class -> field -> its docstring, white space folded` for every class of a module.
+
+    One parse of the module's source (`inspect.getsource` on each class would re-parse
+    the whole module per class: most of `--help`'s start-up).
+    """
+    source = Path(inspect.getfile(sys.modules[module_name])).read_text(encoding="utf-8")
+    out: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        docs = out.setdefault(node.name, {})
+        for field, after in zip(node.body, node.body[1:], strict=False):
+            if (
+                isinstance(field, ast.AnnAssign)
+                and isinstance(field.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[field.target.id] = " ".join(after.value.value.split())
+    return out
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """`field -> first line of its docstring` (the string literal under the field)."""
-    tree = ast.parse(inspect.getsource(cls))
-    docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+    """`field -> its docstring` (the string literal under the field), white space folded."""
+    return _module_docs(cls.__module__).get(cls.__name__, {})
 
 
 def flag_name(field: str) -> str:
