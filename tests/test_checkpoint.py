@@ -35,9 +35,13 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
         torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, fh)
-    with pytest.raises(CheckpointError, match="pickle"):
+    with pytest.raises(CheckpointError, match="pickle") as err:
         safe_load(path)
     assert not marker.exists()
+    # The cause in full, not torch's advice cut mid-word.
+    assert "(Trying to load unsupported GLOBAL posix.system whose module posix is blocked);" in (
+        str(err.value)
+    )
     # A raw pickle file (not even a torch zip) is refused the same way.
     raw = tmp_path / "raw.pth"
     raw.write_bytes(pickle.dumps(RunsCode(marker)))

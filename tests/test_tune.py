@@ -130,3 +130,20 @@ def test_a_killed_study_finishes_with_the_same_trials_and_its_best_toml_trains(t
     assert sidecar["tuning"]["trials"] == 4 and sidecar["tuning"]["trial"] == best_trial.number
     for name in ("trials.csv", "history.png"):
         assert (killed / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_two_trial_processes_share_the_study_and_stop_at_exactly_n(tmp_path, tiny_lake):
+    out = tmp_path / "out"
+    cmd = tune(out, tiny_lake, "--jobs", "2")
+    cmd[cmd.index("--trials") + 1] = "3"
+    cmd[cmd.index("--epochs") + 1] = "1"
+    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trials = trials_of(out)
+    assert [t.state.name for t in trials].count("COMPLETE") + [t.state.name for t in trials].count(
+        "PRUNED"
+    ) == 3
+    assert len(trials) == 3  # no trial beyond the requested number, none failed
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # two processes did the work

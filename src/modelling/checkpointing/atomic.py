@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,17 +66,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+_ADVICE = ("Weights only load failed", "Check the documentation", "Please file an issue")
+
+
 def _unpickler_reason(message: str) -> str:
     """The sentence of torch's weights-only error that says what was refused.
 
-    torch's message is a paragraph of advice; the cause is the sentence after
-    "WeightsUnpickler error:" (e.g. "Unsupported global: GLOBAL posix.system was not an
-    allowed global by default"). Cut at a sentence end, never inside a word.
+    torch wraps the cause (e.g. "Trying to load unsupported GLOBAL posix.system whose
+    module posix is blocked", "Unsupported operand 149") in paragraphs of advice; keep
+    the first paragraph that is not advice, cut at a sentence end, never inside a word.
     """
-    marker = "WeightsUnpickler error:"
-    text = message.split(marker, 1)[1] if marker in message else message
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    sentence = line.split(". ", 1)[0].rstrip(".")
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", message) if p.strip()]
+    useful = [p for p in paragraphs if not p.startswith(_ADVICE)] or paragraphs or [""]
+    text = useful[0].split("WeightsUnpickler error:")[-1].strip()
+    sentence = text.split(". ", 1)[0].rstrip(".")
     return sentence or "refused by the weights-only unpickler"
 
 
