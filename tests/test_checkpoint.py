@@ -100,3 +100,14 @@ def test_a_damaged_last_falls_back_to_the_previous_one(tmp_path, caplog):
 def test_last_path_sits_beside_the_best():
     assert last_path_for(Path("data/saimp_best.pth")) == Path("data/saimp_last.pth")
     assert last_path_for(Path("m/model.pth")) == Path("m/model_last.pth")
+
+
+def test_an_atomic_write_gets_the_mode_of_any_new_file(tmp_path):
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_save_torch({"w": torch.ones(1)}, tmp_path / "m.pth")
+        assert stat.S_IMODE((tmp_path / "m.pth").stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)

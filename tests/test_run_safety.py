@@ -113,6 +113,24 @@ def test_a_new_run_moves_an_earlier_resumable_state_into_its_run_folder(tmp_path
     assert new_run(tmp_path, "c").keep_earlier_last() is None  # nothing left to keep
 
 
+def test_a_library_call_keeps_a_better_model_at_its_path_too(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [0.5, 0.9])  # first run 0.5, second run 0.9
+    first, _, _, _ = run(tmp_path, 1)
+    kept = first.read_bytes()
+    second, _, _, _ = run(tmp_path, 1)
+    assert first.read_bytes() == kept
+    assert second.parent == tmp_path and second.name.startswith("best_") and second.is_file()
+
+
+def test_a_library_resume_refuses_a_changed_accumulation(tmp_path):
+    from tests.helpers import make_batches, sgd_train
+
+    batches = make_batches([[0, 1, 2, 3]] * 4, seed=3)
+    sgd_train(tiny_model(3), batches, tmp_path, accumulation_steps=1)
+    with pytest.raises(TrainingError, match="train.accumulation_steps: checkpoint has 1"):
+        sgd_train(tiny_model(3), batches, tmp_path, accumulation_steps=2, resume="auto")
+
+
 # -- non-finite means failed ------------------------------------------------------------------
 
 

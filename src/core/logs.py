@@ -122,7 +122,8 @@ def log_file(path: Path | None) -> Iterator[None]:
     """While active, every `src` log line (and Python warning) is also appended to `path`.
 
     An exception that ends the block is written to the file as `error: ...` (the command
-    prints it on the console after this). `None`: no file (ranks other than 0).
+    prints it on the console after this), or at its own `log_level` when it has one.
+    `None`: no file (ranks other than 0).
     """
     if path is None:
         yield
@@ -142,7 +143,9 @@ def log_file(path: Path | None) -> Iterator[None]:
         yield
     except BaseException as err:
         if not isinstance(err, SystemExit | KeyboardInterrupt):
-            handler.emit(logger.makeRecord(ROOT, logging.ERROR, "", 0, str(err), (), None))
+            # An exception that is a planned stop (a pruned trial) says so with `log_level`.
+            level = getattr(err, "log_level", logging.ERROR)
+            handler.emit(logger.makeRecord(ROOT, level, "", 0, str(err), (), None))
         raise
     finally:
         for lg in loggers:

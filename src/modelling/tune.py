@@ -19,6 +19,7 @@ import argparse
 import logging
 import subprocess
 import sys
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -38,7 +39,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "Prints the path of best.toml last."
     )
     g = p.add_argument_group("search")
-    g.add_argument("--trials", type=int, default=20, help="trials to finish (complete or pruned)")
+    g.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="trials to finish, complete or pruned (default: %(default)s)",
+    )
     g.add_argument("--study", default="saimp", help="study name in the storage")
     g.add_argument(
         "--storage",
@@ -46,11 +52,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "sqlite:///OUT/study.db; PostgreSQL or MySQL to search from several hosts)",
     )
     g.add_argument("--space", type=Path, help="TOML search space (default: the built-in one)")
-    g.add_argument("--jobs", type=int, default=1, help="trial processes on this machine")
-    g.add_argument("--out", type=Path, default=Path("tune"), help="where trials and results go")
-    g.add_argument("--objective", choices=("val_macro_f1", "val_loss"), default="val_macro_f1")
-    g.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
-    g.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    g.add_argument("--jobs", type=int, default=1, help="trial processes here (default: 1)")
+    g.add_argument("--out", type=Path, default=Path("tune"), help="results (default: tune)")
+    g.add_argument(
+        "--objective", choices=("val_macro_f1", "val_loss"), default="val_macro_f1",
+        help="what the search optimises (default: val_macro_f1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--pruner", choices=("median", "hyperband", "none"), default="median",
+        help="stops trials that fall behind (default: median)",
+    )  # fmt: skip
+    g.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed (default: 0)")
     g.add_argument("--worker-quota", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -116,6 +128,9 @@ def _quiet_optuna() -> None:
 
     optuna.logging.disable_default_handler()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The pruners and storage options used here are stable in practice; their
+    # "experimental" notes would only clutter every search's output.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _work(args, cfg, space, out, open_study, quota: int) -> int:
@@ -167,6 +182,7 @@ def _spawn(argv: list[str], jobs: int, remaining: int, url: str, cfg) -> None:
 
 def _finish(args, cfg, study, out: Path, url: str) -> int:
     from src.modelling.tuning import outputs
+    from src.modelling.tuning.space import describe
     from src.modelling.tuning.study import finished
 
     n = finished(study)
@@ -192,9 +208,7 @@ def _finish(args, cfg, study, out: Path, url: str) -> int:
             {"study": args.study, "storage": url, "trials": n, "trial": best.number,
              "objective": args.objective, "value": best.value},
         )  # fmt: skip
-    shown = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
-    )
+    shown = describe(best.params)
     log.info(f"[TUNE] best: trial {best.number}, {args.objective} {best.value:.4f} | {shown}")
     log.info(f"[TUNE] {out / 'trials.csv'} | " + " | ".join(str(p) for p in plots))
     log.info(str(toml))

@@ -27,11 +27,19 @@ class CheckpointError(UserError):
     """A checkpoint is missing, truncated, not ours, or unsafe to load."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write `path` through `write(fh)` so that readers only ever see a complete file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); give it the mode any new file would get.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

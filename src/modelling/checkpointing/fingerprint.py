@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.config import Config
+from src.config import Config, TrainConfig
 
 # Settings that do not change the trained parameters, so a resumed run may change them.
 _FREE_TO_CHANGE = {
@@ -42,6 +42,17 @@ def result_fingerprint(cfg: Config, data: Any) -> dict[str, Any]:
     flat["lake.files"] = int(data.summary["files"])
     flat["lake.rows"] = int(data.summary["rows"])
     return flat
+
+
+def train_fingerprint(train: TrainConfig) -> dict[str, Any]:
+    """The part of `result_fingerprint` that `train()` itself sees: its `TrainConfig`.
+
+    What a library caller's resume is checked against when it gives no fingerprint of
+    its own (a changed accumulation or precision is refused, as on the command line).
+    """
+    free = _FREE_TO_CHANGE["train"]
+    values = Config(train=train).to_dict()["train"]
+    return {f"train.{k}": v for k, v in values.items() if k not in free}
 
 
 def fingerprint_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -47,11 +47,12 @@ class CheckpointManager:
     features, normalisation...), stored with the best weights plus epoch and metrics.
     `fingerprint`: flat settings that change the result; a resume must match them.
 
-    `run_best`: this run's own best file. When given, every improvement is written there,
-    and `best` becomes a shared place guarded for earlier runs: a best checkpoint already
-    there is replaced only by a model of the same data, labels and model shape
+    `best` is a shared place, guarded for earlier runs: a best checkpoint already there
+    is replaced only by a model of the same data, labels and model shape
     (`sidecar.comparable_part`) whose selection metric is better, unless `replace_best`.
-    `result_path` then says where this run's best model is.
+    `run_best`: this run's own best file, where every improvement is also written (for
+    callers that give none, `{best stem}_{start time}.pth` beside `best`, used only when
+    the earlier model is kept). `result_path` says where this run's best model is.
     """
 
     def __init__(
@@ -76,12 +77,11 @@ class CheckpointManager:
         """False on ranks other than 0 (set by the trainer): they hold the same state."""
         self.run_best = Path(run_best) if run_best is not None else None
         self.replace_best = replace_best
-        self._incumbent: dict[str, Any] | None = None
-        self._owns_shared = run_best is None or replace_best
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        self._own_default = self.best_path.with_name(f"{self.best_path.stem}_{stamp}.pth")
+        self._incumbent = None if replace_best else _read_sidecar(self.best_path)
+        self._owns_shared = self._incumbent is None
         self._kept_because = ""
-        if not self._owns_shared:
-            self._incumbent = _read_sidecar(self.best_path)
-            self._owns_shared = self._incumbent is None
 
     @property
     def result_path(self) -> Path:
@@ -110,6 +110,8 @@ class CheckpointManager:
         sidecar["metrics"] = metrics
         if not self._owns_shared:
             self._owns_shared = self._may_replace(sidecar, select_metric)
+        if not self._owns_shared and self.run_best is None:
+            self.run_best = self._own_default  # this run needs a place of its own
         if self.is_writer:
             if self.run_best is not None:
                 save_best(model, self.run_best, sidecar)

@@ -36,11 +36,15 @@ def comparable_part(sidecar: dict[str, Any]) -> dict[str, Any]:
     the data (lake size, features, bar interval, split), the labels and the model shape.
 
     Settings that only change how a model was found (learning rate, weight decay, class
-    weights, epochs, seed) are left out: that is what a better model may differ in.
+    weights, dropout, epochs, seed, the selection metric: both sidecars hold every
+    validation metric) are left out: that is what a better model may differ in.
     """
     label = (sidecar.get("config") or {}).get("label")
-    keys = ("model", "features", "bar_ms", "split", "lake", "select_metric")
-    return {**{k: sidecar.get(k) for k in keys}, "label": label}
+    model = sidecar.get("model")
+    if isinstance(model, dict):
+        model = {k: v for k, v in model.items() if k != "dropout"}
+    keys = ("features", "bar_ms", "split", "lake")
+    return {**{k: sidecar.get(k) for k in keys}, "model": model, "label": label}
 
 
 def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

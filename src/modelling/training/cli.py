@@ -33,8 +33,12 @@ def build_parser(prog: str = "saimp train") -> argparse.ArgumentParser:
         "train with the 'quick' preset. Settings apply in order: preset, --model-size, "
         "--config TOML, --set, then the named flags.",
     )
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="base settings")
-    p.add_argument("--model-size", default="cpu", choices=sorted(MODEL_SIZES), help="model size")
+    p.add_argument(
+        "--preset", default="quick", choices=sorted(PRESETS), help="base settings (default: quick)"
+    )
+    p.add_argument(
+        "--model-size", default="cpu", choices=sorted(MODEL_SIZES), help="model size (default: cpu)"
+    )
     p.add_argument("--config", type=Path, help="TOML file with [paths] [data] [model] [train] ...")
     p.add_argument(
         "--set",

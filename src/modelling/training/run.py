@@ -16,7 +16,7 @@ from functools import partial
 import torch
 
 from src.config import Config
-from src.core.logs import log_file
+from src.core.logs import FILE_ONLY, log_file
 from src.core.paths import writable_dir, writable_file
 from src.core.threads import ThreadGovernor
 from src.modelling.checkpointing.manager import CheckpointManager
@@ -48,11 +48,14 @@ def run_training(
     setup: Iterable[str] = (),
     extra_hooks: Iterable[Hooks] = (),
     governor: ThreadGovernor | None = None,
+    header_on_console: bool = True,
 ) -> TrainResult:
     """Train as `saimp train` does; return the run's `TrainResult`.
 
     `setup`: lines for the run's header (e.g. the thread budget); `governor` adapts the
-    CPU threads to other processes while the run trains. `extra_hooks` receive
+    CPU threads to other processes while the run trains; `header_on_console=False`
+    keeps the resolved config and data summary in the log file only (a search's trials).
+    `extra_hooks` receive
     the metrics after the run's own hooks (an exception they raise in `epoch_end` ends
     the run after that epoch's files are written: how a pruned trial stops). Raises
     `UserError` before any data work when an output cannot be written, and
@@ -92,7 +95,8 @@ def run_training(
             model = components.build_model(cfg, data.index.num_features)
             optimizer = components.build_optimizer(cfg, model)
             precision = resolve_precision(t.precision, device)
-            log.info(run_header(cfg, data, model, device, precision, world, paths))
+            header = run_header(cfg, data, model, device, precision, world, paths)
+            log.info(header, extra=None if header_on_console else FILE_ONLY)
             for line in setup:
                 log.info(f"[SETUP] {line}")
             hooks.log_params(

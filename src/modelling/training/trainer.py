@@ -28,6 +28,7 @@ from src.config import TrainConfig
 from src.core.constants import DEFAULT_CHECKPOINT
 from src.core.logs import ensure_console
 from src.modelling.checkpointing.best import plain_state_dict, unwrap
+from src.modelling.checkpointing.fingerprint import train_fingerprint
 from src.modelling.checkpointing.manager import CheckpointManager
 from src.modelling.checkpointing.rng import capture_rng, restore_rng
 from src.modelling.evaluation.metrics import is_better
@@ -145,6 +146,7 @@ class Trainer:
         else:
             self.checkpoints = CheckpointManager(
                 DEFAULT_CHECKPOINT if checkpoints is None else checkpoints,
+                fingerprint=train_fingerprint(cfg),
                 every_windows=cfg.checkpoint_every_windows,
             )
         self.checkpoints.is_writer = self.world.is_main

@@ -18,7 +18,7 @@ from src.core.errors import UserError
 from src.modelling.observability.hooks import Hooks
 from src.modelling.training.distributed import World
 from src.modelling.training.run import run_training
-from src.modelling.tuning.space import Param, overrides
+from src.modelling.tuning.space import Param, describe, overrides
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,16 @@ def trial_config(
     return replace(cfg, paths=paths, train=replace(cfg.train, select_metric=metric))
 
 
+def _pruned(message: str) -> Exception:
+    """Optuna's `TrialPruned`, marked as a planned stop for the trial's log file."""
+    import optuna
+
+    class TrialStopped(optuna.TrialPruned):
+        log_level = logging.INFO
+
+    return TrialStopped(message)
+
+
 class PruningHooks(Hooks):
     """Reports the objective to the trial after each epoch; raises `TrialPruned` when the
     pruner stops the trial (after that epoch's files are written)."""
@@ -48,17 +58,18 @@ class PruningHooks(Hooks):
         self.trial, self.metric = trial, metric
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        import optuna
-
         value = record.get(self.metric)
         if value is None or not math.isfinite(value):
             return  # a non-finite epoch is never reported (and never the trial's best)
         epoch = int(record["epoch"])
         self.trial.report(float(value), epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(
-                f"trial {self.trial.number} pruned after epoch {epoch} ({self.metric} {value:.4f})"
+            message = (
+                f"[TUNE] trial {self.trial.number} pruned after epoch {epoch} "
+                f"({self.metric} {value:.4f}, below the pruner's bar)"
             )
+            log.info(message)
+            raise _pruned(message)
 
 
 def run_trial(
@@ -81,14 +92,12 @@ def run_trial(
         cfg = trial_config(base, params, out, trial.number, metric)
     except ValueError as err:
         raise UserError(f"trial {trial.number}: the sampled settings are invalid: {err}") from None
-    shown = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
-    log.info(f"[TUNE] trial {trial.number}: {shown}")
+    log.info(f"[TUNE] trial {trial.number}: {describe(params)}")
     result = run_training(
         cfg, World(), device, setup=setup, extra_hooks=[PruningHooks(trial, metric)],
-        governor=governor,
+        governor=governor, header_on_console=False,
     )  # fmt: skip
+    log.info(f"[TUNE] trial {trial.number}: {metric} {result.state.best_metric:.4f}")
     trial.set_user_attr("checkpoint", str(result.best_checkpoint))
     trial.set_user_attr("epochs", result.state.epoch)
     return float(result.state.best_metric)
