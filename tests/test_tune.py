@@ -65,11 +65,15 @@ def tune(out: Path, lake: Path, *extra: str) -> list[str]:
 
 def trials_of(out: Path) -> list:
     import optuna
+    import sqlalchemy.exc
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.load_study(study_name="canary", storage=f"sqlite:///{out / 'study.db'}")
-    except KeyError:  # the database exists, the study not yet
+    try:  # read only: never race the search creating its tables
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{out / 'study.db'}", skip_table_creation=True
+        )
+        study = optuna.load_study(study_name="canary", storage=storage)
+    except (KeyError, RuntimeError, sqlalchemy.exc.SQLAlchemyError):  # not there yet
         return []
     return study.get_trials(deepcopy=False)
 
