@@ -20,7 +20,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 
 ROOT = "src"
 CONSOLE_ONLY = {"channel": "console"}
@@ -47,9 +46,8 @@ class ConsoleHandler(logging.Handler):
     a redirected `sys.stdout` (a test's capture, a notebook) receives the lines.
     """
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._stdout, self._stderr = stdout, stderr
         self.addFilter(_Channel("console"))
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -57,7 +55,7 @@ class ConsoleHandler(logging.Handler):
 
         try:
             warn = record.levelno >= logging.WARNING
-            stream = (self._stderr or sys.stderr) if warn else (self._stdout or sys.stdout)
+            stream = sys.stderr if warn else sys.stdout
             tqdm.write(self.format(record), file=stream)
             stream.flush()
         except Exception:
