@@ -108,7 +108,8 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     model, sidecar = load_model(checkpoint)
     json_path, png_path = report_paths(checkpoint, split, Path(out_dir) if out_dir else None)
-    writable_dir(json_path.parent, "--out")  # before the work, not after it
+    # Before the work, not after it; the reports go beside the checkpoint without --out.
+    writable_dir(json_path.parent, "--out" if out_dir else "--checkpoint")
     bounds = split_bounds_of(sidecar, sidecar_path(checkpoint))
     if data_dir is None:
         data_dir = (sidecar.get("config") or {}).get("paths", {}).get("data_dir")

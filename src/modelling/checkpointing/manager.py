@@ -9,7 +9,6 @@ writes and the resume check. Only the writer rank (rank 0) writes; every rank re
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from torch import nn
 
 from src.core.constants import DEFAULT_CHECKPOINT
 from src.modelling.checkpointing.atomic import CheckpointError, safe_load
-from src.modelling.checkpointing.best import save_best, sidecar_path
+from src.modelling.checkpointing.best import load_sidecar, save_best, sidecar_path
 from src.modelling.checkpointing.fingerprint import fingerprint_difference
 from src.modelling.checkpointing.last import (
     last_path_for,
@@ -77,8 +76,8 @@ class CheckpointManager:
         """False on ranks other than 0 (set by the trainer): they hold the same state."""
         self.run_best = Path(run_best) if run_best is not None else None
         self.replace_best = replace_best
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        self._own_default = self.best_path.with_name(f"{self.best_path.stem}_{stamp}.pth")
+        self._started = time.strftime("%Y%m%d_%H%M%S")
+        self._own_default = self.best_path.with_name(f"{self.best_path.stem}_{self._started}.pth")
         self._incumbent = None if replace_best else _read_sidecar(self.best_path)
         self._owns_shared = self._incumbent is None
         self._kept_because = ""
@@ -167,7 +166,7 @@ class CheckpointManager:
             name = safe_load(self.last_path, "training state").get("run_name")
         except (CheckpointError, AttributeError):
             name = None  # unreadable or from before run names: kept all the same
-        folder = self.run_best.parent.parent / (name or f"earlier_{time.strftime('%Y%m%d_%H%M%S')}")
+        folder = self.run_best.parent.parent / (name or f"earlier_{self._started}")
         folder.mkdir(parents=True, exist_ok=True)
         kept = folder / "last.pth"
         os.replace(self.last_path, kept)
@@ -210,7 +209,7 @@ def _read_sidecar(best: Path) -> dict[str, Any] | None:
     if not best.exists():
         return None
     try:
-        value = json.loads(sidecar_path(best).read_text())
-    except (OSError, ValueError):
-        return {"unreadable sidecar": str(sidecar_path(best))}
+        value = load_sidecar(best)
+    except CheckpointError:
+        value = None
     return value if isinstance(value, dict) else {"unreadable sidecar": str(sidecar_path(best))}

@@ -99,5 +99,4 @@ def run_trial(
     )  # fmt: skip
     log.info(f"[TUNE] trial {trial.number}: {metric} {result.state.best_metric:.4f}")
     trial.set_user_attr("checkpoint", str(result.best_checkpoint))
-    trial.set_user_attr("epochs", result.state.epoch)
     return float(result.state.best_metric)

@@ -41,11 +41,8 @@ def write_trials_csv(study: Any, path: Path) -> Path:
         row = [t.number, t.state.name, value, len(t.intermediate_values), seconds]
         rows.append([*row, *(t.params.get(n, "") for n in names)])
 
-    def write(fh: Any) -> None:
-        text = _csv_text(rows)
-        fh.write(text.encode())
-
-    atomic_write(path, write)
+    text = _csv_text(rows)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
     return path
 
 
