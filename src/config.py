@@ -19,6 +19,7 @@ from src.core import constants as C
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SelectMetric = Literal["val_loss", "val_macro_f1"]
+Barriers = Literal["fixed", "volatility"]
 
 NONE_TEXT = "none"
 """How TOML files and flags spell None (TOML has no null)."""
@@ -59,23 +60,55 @@ class PathsConfig:
 @dataclass(kw_only=True)
 class LabelConfig:
     horizon_minutes: int = 120
-    """Label window H: how far ahead barriers are tested (default 2 hours of bars)."""
+    """Label horizon: the vertical barrier sits this many minutes after the bar, in time
+    (bars missing inside it are a gap, never stretched over)."""
+    barriers: Barriers = "fixed"
+    """fixed: the barriers are the *_pct percentages of the close; volatility: multiples
+    (*_mult) of the bar's causal volatility over the horizon (AFML's daily-vol barriers)."""
     upper1_pct: float = 0.8
     """First upper barrier, percent above the close (touch -> Long)."""
     upper2_pct: float = 1.6
     """Second upper barrier, percent above the close (touch before the stop -> SuperLong)."""
     lower_pct: float = 0.75
     """Lower barrier, percent below the close (touch first, or in the same bar -> Stop)."""
+    vol_window: int = 100
+    """Volatility barriers: trailing bars of the 1-bar log-return volatility estimate."""
+    upper1_mult: float = 1.0
+    """Volatility barriers: first upper barrier in horizon volatilities above the close."""
+    upper2_mult: float = 2.0
+    """Volatility barriers: second upper barrier in horizon volatilities above the close."""
+    lower_mult: float = 1.0
+    """Volatility barriers: lower barrier in horizon volatilities below the close."""
 
     def __post_init__(self) -> None:
         _positive("label.horizon_minutes", self.horizon_minutes)
-        _positive("label.upper1_pct", self.upper1_pct)
-        _positive("label.lower_pct", self.lower_pct)
-        if self.upper2_pct <= self.upper1_pct:
+        if self.barriers not in get_args(Barriers):
             raise ValueError(
-                f"label.upper2_pct ({self.upper2_pct}) must be above label.upper1_pct "
-                f"({self.upper1_pct})"
+                f"label.barriers must be one of {', '.join(get_args(Barriers))}, "
+                f"got {self.barriers!r}"
             )
+        for kind in ("pct", "mult"):
+            _positive(f"label.upper1_{kind}", getattr(self, f"upper1_{kind}"))
+            _positive(f"label.lower_{kind}", getattr(self, f"lower_{kind}"))
+            up1, up2 = getattr(self, f"upper1_{kind}"), getattr(self, f"upper2_{kind}")
+            if up2 <= up1:
+                raise ValueError(
+                    f"label.upper2_{kind} ({up2}) must be above label.upper1_{kind} ({up1})"
+                )
+        if self.vol_window < 2:
+            raise ValueError(f"label.vol_window must be >= 2 bars, got {self.vol_window}")
+
+    def to_meta(self) -> dict[str, Any]:
+        """The settings that define the labels, as the lake's metadata records them
+        (the percentages for fixed barriers, the multiples and window for volatility)."""
+        keys = ("upper1_pct", "upper2_pct", "lower_pct")
+        if self.barriers == "volatility":
+            keys = ("vol_window", "upper1_mult", "upper2_mult", "lower_mult")
+        return {
+            "horizon_minutes": self.horizon_minutes,
+            "barriers": self.barriers,
+            **{k: getattr(self, k) for k in keys},
+        }
 
 
 @dataclass(kw_only=True)
@@ -155,6 +188,10 @@ class ModelConfig:
             raise ValueError(f"model.encoder must be 'linear' or 'cnn', got {self.encoder!r}")
 
 
+CLASS_WEIGHTS_BALANCED = "balanced"
+"""`train.class_weights` value: weights from the training split's class frequencies."""
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     epochs: int = 1
@@ -167,8 +204,10 @@ class TrainConfig:
     """AdamW learning rate."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
-    class_weights: tuple[float, ...] = (1.0, 10.0, 10.0, 20.0)
-    """CrossEntropyLoss weights for Neutro, Stop, Long, SuperLong."""
+    class_weights: tuple[float, ...] | str = (1.0, 10.0, 10.0, 20.0)
+    """CrossEntropyLoss weights for Neutro, Stop, Long, SuperLong: four numbers, or
+    "balanced" (inverse frequency in the training split: mean weight 1 per training
+    window, 0 for a class the training split lacks)."""
     label_smoothing: float = 0.0
     """CrossEntropyLoss label smoothing (0: none)."""
     precision: Precision = "auto"
@@ -208,12 +247,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         _fraction("train.label_smoothing", self.label_smoothing)
-        self.class_weights = tuple(float(w) for w in self.class_weights)
-        if len(self.class_weights) != len(C.CLASS_NAMES) or min(self.class_weights) <= 0:
-            raise ValueError(
-                f"train.class_weights must be {len(C.CLASS_NAMES)} positive numbers "
-                f"({', '.join(C.CLASS_NAMES)}), got {list(self.class_weights)}"
-            )
+        self.class_weights = self._checked_class_weights(self.class_weights)
         if self.precision not in get_args(Precision):
             raise ValueError(
                 f"train.precision must be one of {', '.join(get_args(Precision))}, "
@@ -247,6 +281,30 @@ class TrainConfig:
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.accumulation_steps
+
+    @staticmethod
+    def _checked_class_weights(value: Any) -> tuple[float, ...] | str:
+        """The string "balanced", or the weights as a tuple of positive finite floats
+        from a tuple, a TOML list or a flag's text ("1,10,10,20"); ValueError otherwise.
+
+        The field's type is a union, so `_coerce` hands the value over as given and
+        the parsing of both spellings lives here, in one place.
+        """
+        if isinstance(value, str) and value.strip().lower() == CLASS_WEIGHTS_BALANCED:
+            return CLASS_WEIGHTS_BALANCED
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            weights = tuple(float(w) for w in items)
+        except (TypeError, ValueError):
+            weights = ()
+        n = len(C.CLASS_NAMES)
+        if len(weights) != n or not all(math.isfinite(w) and w > 0 for w in weights):
+            shown = list(value) if isinstance(value, tuple | list) else value
+            raise ValueError(
+                f"train.class_weights must be {n} positive numbers ({', '.join(C.CLASS_NAMES)}) "
+                f"or {CLASS_WEIGHTS_BALANCED}, got {shown!r}"
+            )
+        return weights
 
 
 @dataclass(kw_only=True)

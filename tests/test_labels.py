@@ -1,4 +1,5 @@
-"""Hierarchical triple-barrier labels: every rule on hand-built paths, plus properties."""
+"""Hierarchical triple-barrier labels: every rule on hand-built paths, a time-true
+horizon across gaps, plus properties against a per-bar reference."""
 
 from __future__ import annotations
 
@@ -10,10 +11,23 @@ from src.data.labels import (
     NEUTRO,
     STOP,
     SUPERLONG,
-    horizon_bars,
+    causal_volatility,
+    horizon_moves,
     label_counts,
     triple_barrier_labels,
 )
+
+MIN = 60_000
+BARRIERS = dict(upper1=0.008, upper2=0.016, lower=0.0075)
+
+
+def minutes(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int64) * MIN
+
+
+def labels(high, low, close, horizon, ts=None):
+    ts = minutes(len(close)) if ts is None else ts
+    return triple_barrier_labels(ts, high, low, close, horizon_ms=horizon * MIN, **BARRIERS)
 
 # With close 100 and the default barriers: U1 = 100.8, U2 = 101.6, L = 99.25.
 QUIET = (100.2, 99.8)  # (high, low) that touches nothing
@@ -30,9 +44,7 @@ def label_first_bar(bars: list[tuple[float, float]], horizon: int | None = None)
     high = np.array([100.0] + [h for h, _ in bars])
     low = np.array([100.0] + [lo for _, lo in bars])
     close = np.full(len(high), 100.0)
-    out = triple_barrier_labels(
-        high, low, close, horizon=horizon, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75
-    )
+    out = labels(high, low, close, horizon)
     return int(out.label[0]), int(out.decided_at[0])
 
 
@@ -63,18 +75,14 @@ def test_touches_after_the_horizon_do_not_count():
 def test_exact_barrier_counts_as_touched():
     high = np.array([100.0, 100.0 * (1 + 0.8 / 100)])
     low = np.array([100.0, 100.0])
-    out = triple_barrier_labels(
-        high, low, np.full(2, 100.0), horizon=1, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75
-    )
+    out = labels(high, low, np.full(2, 100.0), 1)
     assert out.label.tolist() == [LONG]
 
 
 def test_only_bars_with_a_full_horizon_are_labelled():
     for n, expected in ((3, 0), (4, 0), (5, 1), (9, 5)):
         high = low = close = np.full(n, 100.0)
-        out = triple_barrier_labels(
-            high, low, close, horizon=4, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75
-        )
+        out = labels(high, low, close, 4)
         assert out.label.shape == out.decided_at.shape == (expected,)
         assert out.label.dtype == np.int8
 
@@ -112,9 +120,7 @@ def _random_path(rng: np.random.Generator, n: int, vol: float = 0.004):
 def test_vectorised_equals_reference(seed):
     rng = np.random.default_rng(seed)
     high, low, close = _random_path(rng, 600)
-    out = triple_barrier_labels(
-        high, low, close, horizon=12, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75
-    )
+    out = labels(high, low, close, 12)
     ref_label, ref_decided = _reference(high, low, close, 12, 0.8, 1.6, 0.75)
     np.testing.assert_array_equal(out.label, ref_label)
     np.testing.assert_array_equal(out.decided_at, ref_decided)
@@ -126,8 +132,7 @@ def test_decided_at_is_within_the_horizon_and_honest():
     rng = np.random.default_rng(5)
     high, low, close = _random_path(rng, 800)
     h = 20
-    kwargs = dict(horizon=h, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75)
-    out = triple_barrier_labels(high, low, close, **kwargs)
+    out = labels(high, low, close, h)
     t = np.arange(out.label.size)
     assert np.all(out.decided_at > t) and np.all(out.decided_at <= t + h)
     for t0 in rng.integers(0, out.label.size, 40):
@@ -135,17 +140,99 @@ def test_decided_at_is_within_the_horizon_and_honest():
         h2, l2 = high.copy(), low.copy()
         h2[d + 1 :] = rng.uniform(0.5, 2.0) * close[t0]  # anything at all after d
         l2[d + 1 :] = np.minimum(h2[d + 1 :], rng.uniform(0.5, 2.0) * close[t0])
-        again = triple_barrier_labels(h2, l2, close, **kwargs)
+        again = labels(h2, l2, close, h)
         assert again.label[t0] == out.label[t0]
 
 
-def test_horizon_bars():
-    assert horizon_bars(120, 60_000) == 120
-    assert horizon_bars(120, 15 * 60_000) == 8
-    with pytest.raises(ValueError, match="whole number"):
-        horizon_bars(120, 7 * 60_000)
-    with pytest.raises(ValueError):
-        horizon_bars(10, 15 * 60_000)
+def _time_reference(ts, high, low, close, horizon_ms):
+    """Per-bar loop over time: the bars with open time in (ts[t], ts[t] + horizon]."""
+    out = []
+    for t in np.flatnonzero(ts + horizon_ms <= ts[-1]):
+        c = close[t]
+        u1, u2, lo = c * 1.008, c * 1.016, c * (1 - 0.0075)
+        label, seen_u1 = NEUTRO, False
+        for k in np.flatnonzero((ts > ts[t]) & (ts <= ts[t] + horizon_ms)):
+            if low[k] <= lo:
+                label = LONG if seen_u1 else STOP
+                break
+            if high[k] >= u2:
+                label = SUPERLONG
+                break
+            if high[k] >= u1:
+                seen_u1, label = True, LONG
+        out.append(label)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_time_true_horizon_equals_reference_on_gappy_bars(seed):
+    """Missing bars (quiet minutes, outages) shorten what the horizon holds, never
+    stretch it: the same answer as a loop over time."""
+    rng = np.random.default_rng(seed)
+    high, low, close = _random_path(rng, 900)
+    ts = np.sort(rng.choice(3000, 900, replace=False)).astype(np.int64) * MIN
+    out = labels(high, low, close, 12, ts=ts)
+    np.testing.assert_array_equal(out.label, _time_reference(ts, high, low, close, 12 * MIN))
+    assert set(np.unique(out.label)) == {NEUTRO, STOP, LONG, SUPERLONG}
+
+
+def test_an_outage_never_decides_a_label_days_later():
+    """A 3-day hole in 1-minute bars: a bar before it sees only the bars of its own
+    2 hours; the crash after the outage is not its Stop."""
+    n = 400
+    ts = minutes(n)
+    ts[200:] += 3 * 24 * 60 * MIN  # the exchange was down for 3 days
+    close = np.full(n, 100.0)
+    high, low = close + 0.1, close - 0.1
+    low[200:] = 90.0  # after the outage the market had fallen 10%
+    out = labels(high, low, close, 120, ts=ts)
+    assert out.label[150] == NEUTRO and out.decided_ms[150] == ts[150] + 120 * MIN
+    assert out.decided_at[150] == 199  # the last bar inside its horizon
+    assert np.all(out.label[80:200] == NEUTRO)
+    assert np.all(out.decided_ms - ts[: out.label.size] <= 120 * MIN)
+    assert out.label[200] == STOP  # after the outage, the fall is real
+
+
+def test_decided_ms_is_the_touch_or_the_vertical_barrier():
+    out = labels(*_path_of([QUIET, LOW, QUIET, QUIET]), 4)
+    assert out.decided_ms[0] == 2 * MIN
+    out = labels(*_path_of([QUIET] * 4), 4)
+    assert out.decided_ms[0] == 4 * MIN
+
+
+def _path_of(bars):
+    high = np.array([100.0] + [h for h, _ in bars])
+    low = np.array([100.0] + [lo for _, lo in bars])
+    return high, low, np.full(len(high), 100.0)
+
+
+def test_per_bar_barriers_follow_the_arrays():
+    high, low, close = _path_of([U1, QUIET, QUIET])
+    ts = minutes(4)
+    wide = triple_barrier_labels(
+        ts, high, low, close, horizon_ms=3 * MIN, upper1=[0.05], upper2=[0.1], lower=[0.05]
+    )
+    assert wide.label.tolist() == [NEUTRO]
+
+
+def test_causal_volatility_is_trailing_rms():
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.standard_normal(300) * 0.01))
+    vol = causal_volatility(minutes(300), close, 20)
+    r = np.diff(np.log(close))
+    assert np.isnan(vol[:20]).all()
+    np.testing.assert_allclose(vol[20], np.sqrt(np.mean(r[:20] ** 2)))
+    np.testing.assert_allclose(vol[150], np.sqrt(np.mean(r[130:150] ** 2)))
+    future = close.copy()
+    future[151:] *= 3.0  # a later jump never changes an earlier estimate
+    np.testing.assert_array_equal(causal_volatility(minutes(300), future, 20)[:151], vol[:151])
+
+
+def test_horizon_moves():
+    high, low, close = _path_of([QUIET, U2, LOW, (130.0, 50.0)])
+    up, down = horizon_moves(minutes(5), high, low, close, horizon_ms=3 * MIN, rows=np.array([0]))
+    np.testing.assert_allclose(up, [0.017])
+    np.testing.assert_allclose(down, [0.008])
 
 
 def test_label_counts():

@@ -21,8 +21,9 @@ from src.core.errors import DataError, UserError, run_cli
 from src.data import prepare
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.labels import triple_barrier_labels
-from src.data.prepare import lake_schema, month_slices, prepare_lake
-from src.data.raw_io import read_raw_dir
+from src.data.lake_format import lake_schema, month_slices
+from src.data.prepare import prepare_lake
+from src.data.raw_io import iso_ms, read_raw_dir
 from src.data.synthetic import generate_candles
 from tests.conftest import TINY_BAR_MINUTES, TINY_BARS, TINY_ROW_GROUP_ROWS
 from tests.test_raw_io import write_binance_csv
@@ -83,11 +84,12 @@ def test_schema_and_metadata_are_exact(tiny_lake: Path):
         assert schema.field("label").type == pa.int8()
         meta = json.loads(schema.metadata[C.PARQUET_META_KEY])
         assert meta == {
-            "version": 1,
+            "version": 2,
             "features": list(FEATURE_NAMES),
             "bar_ms": BAR_MS,
             "label": {
                 "horizon_minutes": 120,
+                "barriers": "fixed",
                 "upper1_pct": 0.8,
                 "upper2_pct": 1.6,
                 "lower_pct": 0.75,
@@ -118,10 +120,11 @@ def test_rows_are_sorted_labelled_and_in_row_groups(tiny_lake: Path):
 
 def test_manifest_describes_the_files(tiny_lake: Path, tiny_raw_dir: Path):
     manifest = json.loads((tiny_lake / C.MANIFEST_NAME).read_text())
-    assert manifest["version"] == 1 and manifest["bar_ms"] == BAR_MS
+    assert manifest["version"] == 2 and manifest["bar_ms"] == BAR_MS
     assert manifest["features"] == list(FEATURE_NAMES)
     assert manifest["label"] == {
         "horizon_minutes": 120,
+        "barriers": "fixed",
         "upper1_pct": 0.8,
         "upper2_pct": 1.6,
         "lower_pct": 0.75,
@@ -135,7 +138,7 @@ def test_manifest_describes_the_files(tiny_lake: Path, tiny_raw_dir: Path):
         counts = np.bincount(table.column("label").to_numpy(), minlength=4)
         assert entry["rows"] == table.num_rows
         assert entry["symbol"] == entry["name"].split("_")[0]
-        assert entry["start"] == prepare.iso_ms(ts[0]) and entry["end"] == prepare.iso_ms(ts[-1])
+        assert entry["start"] == iso_ms(ts[0]) and entry["end"] == iso_ms(ts[-1])
         assert entry["label_counts"] == counts.tolist()
         total += counts
     assert manifest["label_counts"] == total.tolist()
@@ -143,25 +146,26 @@ def test_manifest_describes_the_files(tiny_lake: Path, tiny_raw_dir: Path):
 
 
 def test_lake_matches_features_and_labels_of_the_raw_series(tiny_lake: Path, tiny_raw_dir):
-    raw = read_raw_dir(tiny_raw_dir)[0]["SYNTH2"]
+    raw = read_raw_dir(tiny_raw_dir)[0]["SYNTH2"].candles
     feats = compute_features(
         raw.open, raw.high, raw.low, raw.close, raw.volume, raw.taker_buy_volume
     )
     labels = triple_barrier_labels(
+        raw.timestamp,
         raw.high,
         raw.low,
         raw.close,
-        horizon=HORIZON,
-        upper1_pct=0.8,
-        upper2_pct=1.6,
-        lower_pct=0.75,
+        horizon_ms=120 * 60_000,
+        upper1=0.008,
+        upper2=0.016,
+        lower=0.0075,
     )
     lake = pa.concat_tables(pq.read_table(p) for p in lake_files(tiny_lake) if "SYNTH2" in p.name)
     rows = np.arange(WARMUP_BARS, TINY_BARS - HORIZON)
     assert lake.num_rows == rows.size
     np.testing.assert_array_equal(ms(lake, "timestamp"), raw.timestamp[rows])
     np.testing.assert_array_equal(lake.column("label").to_numpy(), labels.label[rows])
-    np.testing.assert_array_equal(ms(lake, "horizon_end"), raw.timestamp[labels.decided_at[rows]])
+    np.testing.assert_array_equal(ms(lake, "horizon_end"), labels.decided_ms[rows])
     for j, name in enumerate(FEATURE_NAMES):
         np.testing.assert_array_equal(lake.column(name).to_numpy(), feats[rows, j])
 
@@ -190,7 +194,9 @@ def test_binance_csv_gives_the_same_lake_as_parquet(tmp_path: Path):
 
 
 def test_a_gap_in_time_is_kept_honest(tmp_path: Path):
-    """Labels look H bars of the series ahead; horizon_end shows the real time span."""
+    """The horizon is time: across 100 missing bars no label looks further than 2 hours
+    ahead, and the bars just before the gap are decided by the vertical barrier or by a
+    bar inside their 2 hours."""
     table = generate_candles(500, seed=3, bar_minutes=15).drop_columns(["symbol"])
     holed = pa.concat_tables([table.slice(0, 200), table.slice(300)])  # 100 bars missing
     raw = tmp_path / "raw"
@@ -200,8 +206,14 @@ def test_a_gap_in_time_is_kept_honest(tmp_path: Path):
     lake = pq.read_table(tmp_path / "lake" / "ABC_2024-01.parquet")
     span = ms(lake, "horizon_end") - ms(lake, "timestamp")
     assert lake.num_rows == 400 - WARMUP_BARS - HORIZON
-    assert span.max() > HORIZON * BAR_MS  # bars just before the gap
-    assert (span > 0).all()
+    assert span.max() == HORIZON * BAR_MS and (span > 0).all()
+    ts = ms(lake, "timestamp")
+    before_gap = ms(holed, "timestamp")[199]
+    near = np.flatnonzero((ts < before_gap) & (ts + HORIZON * BAR_MS > before_gap))
+    assert near.size == HORIZON - 1
+    assert (ms(lake, "horizon_end")[near] <= before_gap).sum() + (
+        span[near] == HORIZON * BAR_MS
+    ).sum() >= near.size
 
 
 def test_rerun_replaces_the_lake_and_a_failed_run_keeps_it(tmp_path: Path, tiny_raw_dir: Path):
@@ -253,8 +265,10 @@ def test_too_few_bars_and_odd_horizons(tmp_path: Path):
     with pytest.raises(DataError, match="ABC .* has 50 bars"):
         prepare_lake(small_raw(tmp_path, n=50), tmp_path / "lake", log=quiet)
     raw = small_raw(tmp_path, name="raw2")
-    with pytest.raises(DataError, match="not a whole number of bars"):
-        prepare_lake(raw, tmp_path / "lake", label=LabelConfig(horizon_minutes=100), log=quiet)
+    with pytest.raises(DataError, match="horizon of 10 min is shorter than its 15-min bars"):
+        prepare_lake(raw, tmp_path / "lake", label=LabelConfig(horizon_minutes=10), log=quiet)
+    # A horizon that is not a whole number of bars is fine: it is a time.
+    prepare_lake(raw, tmp_path / "lake", label=LabelConfig(horizon_minutes=100), log=quiet)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -276,7 +290,8 @@ def test_old_flag_names_still_work_with_a_one_line_note(tmp_path: Path, capsys):
     raw, out = small_raw(tmp_path), tmp_path / "lake"
     assert run_cli(prepare.main, ["--raw", str(raw), "--out", str(out)]) == 0
     assert (out / "ABC_2024-01.parquet").is_file()
-    assert capsys.readouterr().err.splitlines() == [
+    notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: --")]
+    assert notes == [
         "warning: --raw is now --raw-dir; the old name still works for now",
         "warning: --out is now --data-dir; the old name still works for now",
     ]

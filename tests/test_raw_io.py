@@ -14,6 +14,7 @@ import pytest
 from src.core.errors import DataError
 from src.data.raw_io import (
     RawCandles,
+    interval_from_filename,
     list_raw_files,
     merge_chunks,
     read_raw_dir,
@@ -91,10 +92,29 @@ def reference(tmp_path: Path, table: pa.Table) -> RawCandles:
 # ------------------------------------------------------------------ accepted input
 
 
-def test_symbol_from_filename():
-    assert symbol_from_filename(Path("BTCUSDT-1m-2024-01.zip")) == "BTCUSDT"
-    assert symbol_from_filename(Path("ethusdt_2024-01.parquet")) == "ETHUSDT"
-    assert symbol_from_filename(Path("SOL.csv")) == "SOL"
+@pytest.mark.parametrize(
+    ("name", "symbol", "interval_ms"),
+    [
+        ("BTCUSDT-1m-2024-01.zip", "BTCUSDT", 60_000),
+        ("BTCUSD_PERP-1m-2024-01.zip", "BTCUSD_PERP", 60_000),  # COIN-M perpetual
+        ("BTCUSD_240329-1m-2024-02.zip", "BTCUSD_240329", 60_000),  # COIN-M quarterly
+        ("ETHUSDT-5m-2024-01-03.zip", "ETHUSDT", 300_000),  # a daily file
+        ("ETHUSDT-4h-2024-01.csv", "ETHUSDT", 4 * 3_600_000),
+        ("ETHUSDT-1s-2024-01-03.zip", "ETHUSDT", 1000),
+        ("ETHUSDT-1M-2024.zip", "ETHUSDT", None),  # months: no fixed length
+        ("ethusdt-1mo-2024.zip", "ETHUSDT", None),
+        ("synth_2024-01.parquet", "SYNTH", None),
+        ("ethusdt_2024-01.parquet", "ETHUSDT", None),
+        ("BTCUSD_PERP_2024-01.parquet", "BTCUSD_PERP", None),
+        ("SOL.csv", "SOL", None),
+        ("BTCUSDT_export.csv", "BTCUSDT_EXPORT", None),  # never spliced
+        ("BRK.B_2024-01.csv", "BRK.B", None),
+        ("1000SHIBUSDT-1m-2024-01.zip", "1000SHIBUSDT", 60_000),
+    ],
+)
+def test_symbol_and_interval_from_filename(name, symbol, interval_ms):
+    assert symbol_from_filename(Path(name)) == symbol
+    assert interval_from_filename(Path(name)) == interval_ms
 
 
 def test_parquet_int64_ms_equals_timestamp_type(tmp_path, table, reference):
@@ -137,7 +157,7 @@ def test_headed_csv_with_iso_times_and_extra_columns(tmp_path, table, reference)
     for i in range(len(ts)):
         values = ",".join(repr(cols[name][i]) for name in FIELDS)
         lines.append(f"{iso[i]}Z,{values},x")
-    path = tmp_path / "BTCUSDT_export.csv"
+    path = tmp_path / "BTCUSDT_2024-01.csv"  # no "_export": the whole stem is the symbol
     path.write_text("\n".join(lines) + "\n")
     assert_same_candles(only(read_raw_file(path)), reference)
 
@@ -175,20 +195,22 @@ def test_a_file_with_several_symbols_is_split(tmp_path, table):
 def test_files_are_joined_in_time_order(tmp_path, table):
     d = tmp_path / "raw"
     d.mkdir()
-    pq.write_table(table.slice(100), d / "X_a.parquet")  # later half, listed first
-    pq.write_table(table.slice(0, 100), d / "X_b.parquet")
+    pq.write_table(table.slice(100), d / "X-1m-a.parquet")  # later half, listed first
+    pq.write_table(table.slice(0, 100), d / "X-1m-b.parquet")
     candles, empty = read_raw_dir(d)
-    assert not empty
-    assert (np.diff(candles["X"].timestamp) > 0).all() and len(candles["X"]) == table.num_rows
+    assert not empty and list(candles) == ["X"]
+    x = candles["X"].candles
+    assert (np.diff(x.timestamp) > 0).all() and len(x) == table.num_rows
+    assert x.source == "X-1m-a.parquet, X-1m-b.parquet"
 
 
 def test_empty_files_are_reported_not_fatal(tmp_path, table):
     d = tmp_path / "raw"
     d.mkdir()
-    pq.write_table(table, d / "X_1.parquet")
-    (d / "X_2.csv").write_text("")
+    pq.write_table(table, d / "X_2024-01.parquet")
+    (d / "X_2024-02.csv").write_text("")
     candles, empty = read_raw_dir(d)
-    assert list(candles) == ["X"] and [p.name for p in empty] == ["X_2.csv"]
+    assert list(candles) == ["X"] and [p.name for p in empty] == ["X_2024-02.csv"]
 
 
 def test_list_raw_files(tmp_path):
@@ -309,15 +331,30 @@ def test_zip_must_hold_one_csv(tmp_path):
 
 
 def test_overlapping_files_of_a_symbol(tmp_path, table):
-    a = only(read_raw_file(_write(tmp_path, table.slice(0, 120), "X_1.parquet")))
-    b = only(read_raw_file(_write(tmp_path, table.slice(100), "X_2.parquet")))
-    with pytest.raises(DataError, match="X_2.parquet starts at .* not after the end of X_1"):
-        merge_chunks([b, a])
+    """Identical overlap collapses into one row per timestamp; conflicting overlap errs."""
+    a = only(read_raw_file(_write(tmp_path, table.slice(0, 120), "X_2024-01.parquet")))
+    b = only(read_raw_file(_write(tmp_path, table.slice(100), "X_2024-02.parquet")))
+    merged = merge_chunks([b, a])
+    np.testing.assert_array_equal(
+        merged.candles.timestamp, table.column("timestamp").cast(pa.int64()).to_numpy()
+    )
+    assert merged.duplicates == 20 and merged.bad_rows == [] and merged.bar_ms == 60_000
+    # The kept copy of each overlapping row is the one of the first file by name.
+    assert merged.candles.row[100:120].tolist() == list(range(100, 120))
+
+    changed = _edit(table.slice(100), "close", 5, float(table.column("low")[105].as_py()))
+    c = only(read_raw_file(_write(tmp_path, changed, "X_2024-03.parquet")))
+    with pytest.raises(DataError) as err:
+        merge_chunks([c, a])
+    assert (
+        "symbol X: X_2024-01.parquet row 105 and X_2024-03.parquet row 5 have the same "
+        "timestamp (2024-01-01T01:45:00+00:00) but different values" in str(err.value)
+    )
 
 
 def test_taker_volume_in_some_files_only(tmp_path, table):
-    a = only(read_raw_file(_write(tmp_path, table.slice(0, 100), "X_1.parquet")))
+    a = only(read_raw_file(_write(tmp_path, table.slice(0, 100), "X_2024-01.parquet")))
     rest = table.slice(100).drop_columns(["taker_buy_volume"])
-    b = only(read_raw_file(_write(tmp_path, rest, "X_2.parquet")))
-    with pytest.raises(DataError, match="X_2.parquet has no 'taker_buy_volume'"):
+    b = only(read_raw_file(_write(tmp_path, rest, "X_2024-02.parquet")))
+    with pytest.raises(DataError, match="X_2024-02.parquet has no 'taker_buy_volume'"):
         merge_chunks([a, b])

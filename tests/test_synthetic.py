@@ -90,7 +90,14 @@ def test_order_flow_predicts_only_in_planted_mode(seed):
 def test_default_label_mix_is_in_the_target_range(mode):
     a = arrays(generate_candles(200_000, seed=7, mode=mode))
     out = triple_barrier_labels(
-        a["high"], a["low"], a["close"], horizon=120, upper1_pct=0.8, upper2_pct=1.6, lower_pct=0.75
+        a["timestamp"],
+        a["high"],
+        a["low"],
+        a["close"],
+        horizon_ms=120 * 60_000,
+        upper1=0.008,
+        upper2=0.016,
+        lower=0.0075,
     )
     share = np.array(label_counts(out.label)) / out.label.size
     assert 0.70 <= share[0] <= 0.85, share
@@ -117,7 +124,7 @@ def test_write_raw_one_file_per_month(tmp_path: Path):
     assert sorted(candles) == ["SYNTH1", "SYNTH2"] and len(candles["SYNTH1"]) == 3000
     # Symbol i (from 0) uses seed + i.
     expected = generate_candles(3000, seed=2, bar_minutes=15).column("close").to_numpy()
-    np.testing.assert_array_equal(candles["SYNTH2"].close, expected)
+    np.testing.assert_array_equal(candles["SYNTH2"].candles.close, expected)
     # A rewrite replaces the whole directory: no stale months or symbols remain.
     write_raw(out, n_bars=500, seed=1, bar_minutes=15)
     assert sorted(p.name for p in out.iterdir()) == ["SYNTH_2024-01.parquet"]

@@ -1,22 +1,29 @@
-"""Hierarchical triple-barrier labels (docs/design.md, "Data contract"), in pure numpy.
+"""Hierarchical triple-barrier labels on a time-true horizon, in pure numpy.
 
-For bar t with close c, the bars t+1 .. t+H are inspected, where H is a number of
-*bars of the series*, not of wall-clock time: if bars are missing (an exchange outage,
-a gap between files), the H bars ahead span more time than H bar intervals. The label
-stays honest about that because `decided_at` points at the real bar that decided it,
-so its timestamp (`horizon_end`) is the true time the label became known, and the
-chronological purge in the loader works on that.
+Source: the triple-barrier method of López de Prado, *Advances in Financial Machine
+Learning* (2018), ch. 3 (`getEvents` / `applyPtSlOnT1`): two horizontal barriers set
+from the entry price and a vertical barrier at a fixed *time* after the entry. SAIMP's
+variant has a second upper barrier, which splits the profitable outcomes in two.
 
-Barriers (all percentages of the close c):
-    U1 = c * (1 + upper1_pct / 100), U2 = c * (1 + upper2_pct / 100),
-    L  = c * (1 - lower_pct / 100).
+For bar t with close c and open time ts[t], the bars whose open time lies in
+(ts[t], ts[t] + horizon] are inspected. The horizon is a duration, not a count of bars:
+when bars are missing (an exchange outage, quiet minutes without trades) fewer bars
+fall inside it, and the vertical barrier stays at ts[t] + horizon. A bar is labelled
+only when the series reaches its vertical barrier (ts[-1] >= ts[t] + horizon).
+
+Barriers, as fractions of the close (per bar, so they may follow volatility):
+    U1 = c * (1 + upper1), U2 = c * (1 + upper2), L = c * (1 - lower).
 A barrier is touched by a bar when its high >= U (upper barriers) or its low <= L.
 Inside a bar the order of high and low is unknown, so a tie is resolved for safety:
     Stop (1):      L is touched before U1, or in the same bar as U1.
     SuperLong (3): U1 is touched (and not Stop) and U2 is touched strictly before L
                    (U2 and L in the same bar is not SuperLong).
     Long (2):      U1 is touched, not Stop, not SuperLong.
-    Neutro (0):    nothing is touched within H bars.
+    Neutro (0):    nothing is touched inside the horizon.
+
+`decided_ms` is when the outcome became known: the open time of the bar whose touch
+decided it, or the vertical barrier ts[t] + horizon. The loader's purge works on it, so
+no label whose outcome lies in a later split is trained on.
 """
 
 from __future__ import annotations
@@ -30,23 +37,29 @@ NEUTRO, STOP, LONG, SUPERLONG = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class Labels:
-    """Labels of the bars that have a full horizon ahead (the first n - H bars)."""
+    """Labels of the first m bars: those whose vertical barrier the series reaches."""
 
     label: np.ndarray
-    """int8 class per bar, shape (n - H,)."""
+    """int8 class per bar, shape (m,)."""
     decided_at: np.ndarray
-    """int64 index of the bar whose touch decided the label (t < decided_at <= t + H)."""
+    """int64 index of the bar that decided the outcome: the touching bar, else the last
+    bar inside the horizon (t <= decided_at; t itself when the horizon holds no bar)."""
+    decided_ms: np.ndarray
+    """int64 epoch ms when the outcome became known (see the module docstring)."""
 
 
-def horizon_bars(horizon_minutes: int, bar_ms: int) -> int:
-    """Bars in the label horizon; raises ValueError when it is not a whole number >= 1."""
-    horizon_ms = int(horizon_minutes) * 60_000
-    if bar_ms <= 0 or horizon_ms % bar_ms or horizon_ms < bar_ms:
-        raise ValueError(
-            f"the label horizon of {horizon_minutes} minutes is not a whole number of bars "
-            f"of {bar_ms / 60_000:g} minutes"
-        )
-    return horizon_ms // bar_ms
+def labelled_bars(timestamp_ms: np.ndarray, horizon_ms: int) -> int:
+    """m: how many leading bars the series follows for a whole horizon."""
+    ts = np.asarray(timestamp_ms, np.int64)
+    if ts.size == 0:
+        return 0
+    return int(np.searchsorted(ts, ts[-1] - int(horizon_ms), side="right"))
+
+
+def horizon_end_bar(timestamp_ms: np.ndarray, horizon_ms: int, m: int) -> np.ndarray:
+    """Index of the last bar inside each of the first m bars' horizons, int64 (m,)."""
+    ts = np.asarray(timestamp_ms, np.int64)
+    return np.searchsorted(ts, ts[:m] + int(horizon_ms), side="right").astype(np.int64) - 1
 
 
 def _first_touch(touched_at: np.ndarray, k: int, touched: np.ndarray) -> None:
@@ -55,51 +68,75 @@ def _first_touch(touched_at: np.ndarray, k: int, touched: np.ndarray) -> None:
     touched_at[touched & never] = k
 
 
+def _barrier(value: float | np.ndarray, m: int, name: str) -> np.ndarray:
+    """A barrier distance as a float64 array of the m labelled bars."""
+    arr = np.asarray(value, np.float64)
+    if arr.ndim == 0:
+        if not arr > 0:
+            raise ValueError(f"{name} must be > 0, got {float(arr)}")
+        return np.full(m, float(arr))
+    if arr.shape[0] < m:
+        raise ValueError(f"{name} has {arr.shape[0]} values for {m} labelled bars")
+    return arr[:m]
+
+
 def triple_barrier_labels(
+    timestamp_ms: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
     *,
-    horizon: int,
-    upper1_pct: float,
-    upper2_pct: float,
-    lower_pct: float,
+    horizon_ms: int,
+    upper1: float | np.ndarray,
+    upper2: float | np.ndarray,
+    lower: float | np.ndarray,
 ) -> Labels:
-    """Label every bar that has `horizon` bars ahead of it (see the module docstring).
+    """Label every bar that has a whole horizon ahead of it (see the module docstring).
 
-    Vectorised over bars; the loop runs over the `horizon` offsets only.
+    `timestamp_ms`: sorted bar open times (int64 epoch ms), shape (n,); `high`, `low`,
+    `close`: shape (n,). `upper1`, `upper2`, `lower`: barrier distances as fractions of
+    the close (0.008 = 0.8%), scalars or per-bar arrays of length >= m; a bar whose
+    barriers are NaN is labelled Neutro (the caller drops it). Vectorised over bars;
+    the loop runs over the bar offsets inside the longest horizon.
     """
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1 bar, got {horizon}")
-    if not upper2_pct > upper1_pct > 0 or not lower_pct > 0:
-        raise ValueError("barriers need 0 < upper1_pct < upper2_pct and lower_pct > 0")
-    high = np.asarray(high, dtype=np.float64)
-    low = np.asarray(low, dtype=np.float64)
+    if horizon_ms < 1:
+        raise ValueError(f"horizon_ms must be >= 1, got {horizon_ms}")
+    ts = np.asarray(timestamp_ms, np.int64)
     close = np.asarray(close, dtype=np.float64)
-    m = close.shape[0] - horizon  # bars with a full horizon ahead
-    if m <= 0:
-        return Labels(np.zeros(0, np.int8), np.zeros(0, np.int64))
+    m = labelled_bars(ts, horizon_ms)
+    u1_frac = _barrier(upper1, m, "upper1")
+    u2_frac = _barrier(upper2, m, "upper2")
+    lo_frac = _barrier(lower, m, "lower")
+    if m == 0:
+        return Labels(np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    span = horizon_end_bar(ts, horizon_ms, m) - np.arange(m)  # bars inside each horizon
+    longest = int(span.max())
+    # Pad so that every offset slice has m entries; the padding never touches anything.
+    high = np.concatenate((np.asarray(high, np.float64), np.full(longest, -np.inf)))
+    low = np.concatenate((np.asarray(low, np.float64), np.full(longest, np.inf)))
 
     base = close[:m]
-    u1 = base * (1.0 + upper1_pct / 100.0)
-    u2 = base * (1.0 + upper2_pct / 100.0)
-    lo = base * (1.0 - lower_pct / 100.0)
+    u1 = base * (1.0 + u1_frac)
+    u2 = base * (1.0 + u2_frac)
+    lo = base * (1.0 - lo_frac)
 
-    never = horizon + 1  # "not touched within the horizon"
+    never = longest + 1  # "not touched inside the horizon"
     first_u1 = np.full(m, never, np.int64)
     first_u2 = np.full(m, never, np.int64)
     first_lo = np.full(m, never, np.int64)
-    for k in range(1, horizon + 1):
+    for k in range(1, longest + 1):
+        inside = k <= span
         h = high[k : k + m]
         lw = low[k : k + m]
-        _first_touch(first_u1, k, h >= u1)
-        _first_touch(first_u2, k, h >= u2)
-        _first_touch(first_lo, k, lw <= lo)
+        _first_touch(first_u1, k, inside & (h >= u1))
+        _first_touch(first_u2, k, inside & (h >= u2))
+        _first_touch(first_lo, k, inside & (lw <= lo))
 
     # U2 > U1, so a U2 touch is always a U1 touch too: first_u2 >= first_u1.
-    stop = (first_lo <= horizon) & (first_lo <= first_u1)
-    up = (first_u1 <= horizon) & ~stop
-    superlong = up & (first_u2 <= horizon) & (first_u2 < first_lo)
+    stop = (first_lo <= span) & (first_lo <= first_u1)
+    up = (first_u1 <= span) & ~stop
+    superlong = up & (first_u2 <= span) & (first_u2 < first_lo)
     long_ = up & ~superlong
 
     label = np.full(m, NEUTRO, np.int8)
@@ -108,13 +145,63 @@ def triple_barrier_labels(
     label[superlong] = SUPERLONG
 
     # When the outcome became known: Stop at the lower touch; SuperLong at the U2
-    # touch; Long once the lower is touched (U2 can no longer win) or at the horizon;
-    # Neutro only at the horizon.
-    offset = np.full(m, horizon, np.int64)
-    offset[stop] = first_lo[stop]
-    offset[superlong] = first_u2[superlong]
-    offset[long_] = np.minimum(first_lo[long_], horizon)
-    return Labels(label, np.arange(m, dtype=np.int64) + offset)
+    # touch; Long once the lower is touched (U2 can no longer win) or at the vertical
+    # barrier; Neutro only at the vertical barrier.
+    touch = np.full(m, -1, np.int64)  # offset of the deciding touch; -1: the vertical
+    touch[stop] = first_lo[stop]
+    touch[superlong] = first_u2[superlong]
+    lower_after = long_ & (first_lo <= span)
+    touch[lower_after] = first_lo[lower_after]
+    t = np.arange(m, dtype=np.int64)
+    by_touch = touch > 0
+    decided_at = np.where(by_touch, t + touch, t + span)
+    decided_ms = np.where(by_touch, ts[np.minimum(decided_at, ts.size - 1)], ts[:m] + horizon_ms)
+    return Labels(label, decided_at, decided_ms.astype(np.int64))
+
+
+def causal_volatility(timestamp_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
+    """Realised volatility per bar: the RMS of the last `window` 1-bar log returns
+    ending at the bar (bars t-window+1 .. t), float64 (n,), NaN for the first `window`
+    bars. Causal: bar t never sees a later close. Source: AFML's `getDailyVol` (an
+    exponentially weighted standard deviation there; a trailing RMS here, as the
+    `rvol_*` features)."""
+    close = np.asarray(close, np.float64)
+    out = np.full(close.shape[0], np.nan)
+    if close.shape[0] <= window:
+        return out
+    r2 = np.concatenate(([0.0], np.diff(np.log(close)) ** 2))
+    csum = np.cumsum(r2)
+    out[window:] = np.sqrt(np.maximum(csum[window:] - csum[:-window], 0.0) / window)
+    return out
+
+
+def horizon_moves(
+    timestamp_ms: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    horizon_ms: int,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(up, down): the largest rise of the high and fall of the low inside the horizon
+    of each bar in `rows`, as fractions of its close (float64, shape rows.shape). Used
+    to suggest barriers that a given share of bars would touch."""
+    ts = np.asarray(timestamp_ms, np.int64)
+    rows = np.asarray(rows, np.int64)
+    high = np.asarray(high, np.float64)
+    low = np.asarray(low, np.float64)
+    last = horizon_end_bar(ts, horizon_ms, int(rows.max()) + 1)[rows] if rows.size else rows
+    span = last - rows
+    up = np.full(rows.shape, -np.inf)
+    down = np.full(rows.shape, -np.inf)
+    base = np.asarray(close, np.float64)[rows]
+    for k in range(1, int(span.max(initial=0)) + 1):
+        inside = k <= span
+        idx = np.minimum(rows + k, ts.size - 1)
+        up = np.where(inside, np.maximum(up, high[idx] / base - 1.0), up)
+        down = np.where(inside, np.maximum(down, 1.0 - low[idx] / base), down)
+    return up, down
 
 
 def label_counts(label: np.ndarray, num_classes: int = 4) -> list[int]:

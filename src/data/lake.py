@@ -273,6 +273,9 @@ def column_ms(table: pa.Table, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------- validation
 
 
+_READABLE_VERSIONS = (1, 2)
+
+
 def _read_meta(pf: pq.ParquetFile, path: Path) -> dict[str, Any]:
     raw = (pf.schema_arrow.metadata or {}).get(C.PARQUET_META_KEY)
     if raw is None:
@@ -284,10 +287,10 @@ def _read_meta(pf: pq.ParquetFile, path: Path) -> dict[str, Any]:
             f"{path}: the 'saimp' metadata is not valid JSON ({err}); {_FIX_HINT}"
         ) from None
     version = meta.get("version", 1) if isinstance(meta, dict) else meta
-    if version != 1:
+    if version not in _READABLE_VERSIONS:  # 1: label horizons counted in bars; 2: in time
         raise DataError(
-            f"{path}: 'saimp' metadata version {version!r} is not supported (expected 1); "
-            f"{_FIX_HINT}"
+            f"{path}: 'saimp' metadata version {version!r} is not supported (expected "
+            f"{' or '.join(map(str, _READABLE_VERSIONS))}); {_FIX_HINT}"
         )
     return meta
 

@@ -1,25 +1,24 @@
 """Turn raw candles into the processed Parquet lake the streaming loader reads.
 
     saimp prepare --raw-dir data/raw/synthetic --data-dir data/processed
-        [--row-group-rows 8192] [--horizon-minutes 120] [--upper1-pct 0.8]
-        [--upper2-pct 1.6] [--lower-pct 0.75]
+        [--horizon-minutes 120] [--barriers fixed|volatility] [--upper1-pct 0.8] ...
+        [--on-bad-rows error|drop] [--strict] [--workers N] [--row-group-rows 8192]
 
-For each symbol: read and check every raw file (`raw_io`), join them in time order,
-compute causal features (`features`) and triple-barrier labels (`labels`) over the
-symbol's whole history (so labels near a month's end look into the next month, and
-only the first bars lack the feature warm-up), keep the rows that have both, and write
-one file per calendar month (UTC).
+For each symbol (`prepare_symbol`): read and check its raw files (`raw_io`), join them
+in time order, compute causal features (`features`) and triple-barrier labels on a
+time-true horizon (`labels`) over the symbol's whole history (so labels near a month's
+end look into the next month), keep the rows that have both, and write one file per
+calendar month (UTC). Symbols run in worker processes (`--workers`), each holding one
+symbol at a time; the lake is byte-identical whatever the number of workers.
 
-The lake (`--out`):
-  * ``{SYMBOL}_{YYYY-MM}.parquet``: columns timestamp, symbol, the features (float32,
-    in `FEATURE_NAMES` order), label (int8), horizon_end; sorted by timestamp; written
-    in row groups of ``--row-group-rows`` rows; the key-value metadata ``saimp`` holds
-    JSON {version, features, bar_ms, label}.
-  * ``manifest.json``: the same, plus every file's rows, time range and label counts.
+Then the label mix is checked (`label_mix`): a class under 0.5% or 100 rows, or one
+class above 97%, gets a warning with barriers computed from the data (an error with
+`--strict`). The lake's format is in `lake_format`.
 
-The lake is built in a staging directory next to ``--out`` and swapped in only when
-complete, so a failed run leaves the previous lake untouched. ``--out`` must be new,
-empty, or a lake written by this command; anything else is refused rather than deleted.
+The lake is built in a staging directory next to ``--data-dir`` and swapped in only
+when complete, so a failed run leaves the previous lake untouched. ``--data-dir`` must
+be new, empty, or a lake written by this command; anything else is refused rather than
+deleted.
 """
 
 from __future__ import annotations
@@ -27,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
-import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,106 +44,16 @@ from src.config import Config, DataConfig, LabelConfig
 from src.core import constants as C
 from src.core.errors import ArgumentParser, DataError, UserError
 from src.core.paths import writable_dir
-from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
-from src.data.labels import horizon_bars, label_counts, triple_barrier_labels
-from src.data.raw_io import RawCandles, iso_ms, read_raw_dir
+from src.data.label_mix import mix_problems, suggest_barriers
+from src.data.lake_format import (
+    LAKE_FILE,
+    QUARANTINE_NAME,
+    lake_metadata,
+    safe_symbol,
+)
+from src.data.prepare_symbol import SymbolJob, SymbolResult, prepare_symbol
+from src.data.raw_io import BAD_ROW_POLICIES, list_raw_files, symbols_in_file
 from src.flags import ConfigFlags, alias
-
-LAKE_VERSION = 1
-TS_TYPE = pa.timestamp("ms", tz="UTC")
-# Files this command writes; anything else in --out makes it refuse to replace --out.
-_LAKE_FILE = re.compile(r"^[A-Za-z0-9.\-]+_\d{4}-\d{2}\.parquet$")
-
-
-# ------------------------------------------------------------------ pure helpers
-
-
-def month_slices(timestamp_ms: np.ndarray) -> list[tuple[str, slice]]:
-    """(`YYYY-MM`, slice) for each calendar month (UTC) of sorted epoch-ms timestamps."""
-    months = np.asarray(timestamp_ms, np.int64).astype("datetime64[ms]").astype("datetime64[M]")
-    if months.size == 0:
-        return []
-    starts = np.flatnonzero(np.concatenate(([True], months[1:] != months[:-1])))
-    ends = np.append(starts[1:], months.size)
-    return [(str(months[s]), slice(int(s), int(e))) for s, e in zip(starts, ends, strict=True)]
-
-
-def infer_bar_ms(timestamp_ms: np.ndarray) -> int:
-    """The bar interval: the median step between consecutive timestamps (gaps don't
-    move a median)."""
-    if timestamp_ms.shape[0] < 2:
-        raise ValueError("need at least two bars to infer the bar interval")
-    return int(np.median(np.diff(timestamp_ms)))
-
-
-def safe_symbol(symbol: str) -> str:
-    """The symbol as it appears in file names: letters, digits, '.' and '-' only."""
-    return re.sub(r"[^A-Za-z0-9.\-]", "-", symbol) or "UNKNOWN"
-
-
-def lake_schema(feature_names: tuple[str, ...] = FEATURE_NAMES) -> pa.Schema:
-    """Columns of a processed file, in order (without the file metadata)."""
-    return pa.schema(
-        [
-            pa.field(C.TIMESTAMP_COL, TS_TYPE),
-            pa.field(C.SYMBOL_COL, pa.string()),
-            *(pa.field(name, pa.float32()) for name in feature_names),
-            pa.field(C.LABEL_COL, pa.int8()),
-            pa.field(C.HORIZON_END_COL, TS_TYPE),
-        ]
-    )
-
-
-def lake_metadata(bar_ms: int, label: LabelConfig) -> dict[str, Any]:
-    """What every file's `saimp` metadata and the manifest share."""
-    return {
-        "version": LAKE_VERSION,
-        "features": list(FEATURE_NAMES),
-        "bar_ms": int(bar_ms),
-        "label": {
-            "horizon_minutes": label.horizon_minutes,
-            "upper1_pct": label.upper1_pct,
-            "upper2_pct": label.upper2_pct,
-            "lower_pct": label.lower_pct,
-        },
-    }
-
-
-def build_symbol_table(candles: RawCandles, *, horizon: int, label: LabelConfig) -> pa.Table:
-    """Features and labels of one symbol's bars, as a table in `lake_schema` order.
-
-    Keeps the bars with a full feature warm-up behind them and a full label horizon
-    ahead (and, defensively, finite features).
-    """
-    feats = compute_features(
-        candles.open,
-        candles.high,
-        candles.low,
-        candles.close,
-        candles.volume,
-        candles.taker_buy_volume,
-    )
-    labels = triple_barrier_labels(
-        candles.high,
-        candles.low,
-        candles.close,
-        horizon=horizon,
-        upper1_pct=label.upper1_pct,
-        upper2_pct=label.upper2_pct,
-        lower_pct=label.lower_pct,
-    )
-    m = labels.label.shape[0]  # bars with a full horizon ahead: 0 .. m-1
-    keep = np.flatnonzero(np.isfinite(feats[:m]).all(axis=1))
-    ts = candles.timestamp
-    columns = [
-        pa.array(ts[keep], TS_TYPE),
-        pa.repeat(pa.scalar(candles.symbol, pa.string()), keep.size),
-        *(pa.array(np.ascontiguousarray(feats[keep, j])) for j in range(len(FEATURE_NAMES))),
-        pa.array(labels.label[keep], pa.int8()),
-        pa.array(ts[labels.decided_at[keep]], TS_TYPE),
-    ]
-    return pa.Table.from_arrays(columns, schema=lake_schema())
-
 
 # --------------------------------------------------------------- directory handling
 
@@ -195,7 +105,10 @@ def _check_out_dir(out_dir: Path, raw_dir: Path) -> None:
     foreign = [
         p.name
         for p in entries
-        if not (p.is_file() and (p.name == C.MANIFEST_NAME or _LAKE_FILE.match(p.name)))
+        if not (
+            p.is_file()
+            and (p.name in (C.MANIFEST_NAME, QUARANTINE_NAME) or LAKE_FILE.match(p.name))
+        )
     ]
     if foreign or not (out_dir / C.MANIFEST_NAME).is_file():
         example = foreign[0] if foreign else f"no {C.MANIFEST_NAME}"
@@ -205,70 +118,28 @@ def _check_out_dir(out_dir: Path, raw_dir: Path) -> None:
         )
 
 
-# ------------------------------------------------------------------------ writing
+# ------------------------------------------------------------------------ the work
 
 
-def _file_entry(name: str, table: pa.Table) -> dict[str, Any]:
-    ts = table.column(C.TIMESTAMP_COL).cast(pa.int64()).to_numpy()
-    return {
-        "name": name,
-        "symbol": table.column(C.SYMBOL_COL)[0].as_py(),
-        "rows": table.num_rows,
-        "start": iso_ms(ts[0]),
-        "end": iso_ms(ts[-1]),
-        "label_counts": label_counts(table.column(C.LABEL_COL).to_numpy()),
-    }
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
-def write_lake(
-    tables: Iterable[tuple[str, pa.Table]],
-    out_dir: Path,
-    *,
-    meta: dict[str, Any],
-    row_group_rows: int,
-    source: str,
-) -> dict[str, Any]:
-    """Write one file per symbol and month plus the manifest into `out_dir` (which must
-    exist and be empty); returns the manifest.
-
-    `tables` yields (symbol, table) pairs; a generator keeps one symbol in memory.
-    """
-    schema = lake_schema().with_metadata({C.PARQUET_META_KEY: json.dumps(meta).encode()})
-    files: list[dict[str, Any]] = []
-    for symbol, table in tables:
-        ts = table.column(C.TIMESTAMP_COL).cast(pa.int64()).to_numpy()
-        for month, part in month_slices(ts):
-            name = f"{safe_symbol(symbol)}_{month}.parquet"
-            chunk = table.slice(part.start, part.stop - part.start).replace_schema_metadata(
-                schema.metadata
-            )
-            pq.write_table(chunk, out_dir / name, row_group_size=row_group_rows)
-            files.append(_file_entry(name, chunk))
-    totals = np.sum([f["label_counts"] for f in files], axis=0, dtype=np.int64)
-    manifest = {
-        **meta,
-        "files": files,
-        "label_counts": [int(x) for x in totals],
-        "source": source,
-    }
-    (out_dir / C.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def _common_bar_ms(candles: dict[str, RawCandles]) -> int:
-    """The one bar interval of all symbols (the lake records a single `bar_ms`)."""
-    intervals: dict[str, int] = {}
-    for symbol, c in candles.items():
-        if len(c) < 2:
-            raise DataError(f"symbol {symbol} ({c.source}) has {len(c)} bar; need many more")
-        intervals[symbol] = infer_bar_ms(c.timestamp)
-    if len(set(intervals.values())) > 1:
-        listing = ", ".join(f"{s}: {ms / 60_000:g} min" for s, ms in intervals.items())
-        raise DataError(
-            f"symbols have different bar intervals ({listing}); prepare one interval at a "
-            "time (separate --raw directories)"
-        )
-    return next(iter(intervals.values()))
+def files_by_symbol(paths: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """symbol -> its files (sorted by symbol, files by name), and the files with no rows."""
+    by_symbol: dict[str, list[Path]] = {}
+    empty: list[Path] = []
+    for path in paths:
+        symbols = symbols_in_file(path)
+        if not symbols:
+            empty.append(path)
+        for symbol in symbols:
+            by_symbol.setdefault(symbol, []).append(path)
+    return {s: by_symbol[s] for s in sorted(by_symbol)}, empty
 
 
 def _check_file_names(symbols: list[str]) -> None:
@@ -282,6 +153,70 @@ def _check_file_names(symbols: list[str]) -> None:
         seen[name] = symbol
 
 
+def run_jobs(jobs: list[SymbolJob], workers: int) -> Iterator[SymbolResult]:
+    """`prepare_symbol` of every job, results in job order; `workers` > 1 runs them in
+    that many processes. A failed job raises when its turn comes, so the first error
+    in symbol order is the one reported, whatever the timing."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(prepare_symbol, jobs)
+        return
+    # spawn, not fork: a forked child inherits Arrow's and torch's thread pools mid-use.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        try:
+            yield from pool.map(prepare_symbol, jobs)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _check_bar_ms(results: list[SymbolResult], latest: SymbolResult) -> None:
+    """The lake records one bar interval: every symbol must share the first one's."""
+    first = results[0]
+    if latest.bar_ms != first.bar_ms:
+        raise DataError(
+            f"symbols have different bar intervals ({first.symbol}: "
+            f"{first.bar_ms / 60_000:g} min, {latest.symbol}: {latest.bar_ms / 60_000:g} min); "
+            "prepare one interval at a time (separate --raw-dir directories)"
+        )
+
+
+def build_manifest(
+    results: list[SymbolResult], meta: dict[str, Any], *, source: str, on_bad_rows: str
+) -> dict[str, Any]:
+    """The manifest: the lake metadata, every file, the label counts, and what was left
+    out of the raw data, per symbol and in total."""
+    files = [entry for r in results for entry in r.files]
+    totals = np.sum([f["label_counts"] for f in files], axis=0, dtype=np.int64)
+    dropped = sum(r.bad_rows.num_rows for r in results)
+    reasons: dict[str, int] = {}
+    for r in results:
+        for reason in r.bad_rows.column("reason").to_pylist():
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {
+        **meta,
+        "files": files,
+        "label_counts": [int(x) for x in totals],
+        "source": source,
+        "symbols": {
+            r.symbol: {
+                "bars": r.bars,
+                "rows": sum(f["rows"] for f in r.files),
+                "bad_rows_dropped": r.bad_rows.num_rows,
+                "duplicates_collapsed": r.duplicates,
+            }
+            for r in results
+        },
+        "bad_rows": {
+            "policy": on_bad_rows,
+            "dropped": dropped,
+            "by_reason": dict(sorted(reasons.items())),
+            "file": QUARANTINE_NAME if dropped else None,
+        },
+        "duplicates_collapsed": sum(r.duplicates for r in results),
+    }
+
+
 def format_distribution(counts: list[int]) -> str:
     """Label counts and shares, one class per line."""
     total = max(sum(counts), 1)
@@ -291,69 +226,101 @@ def format_distribution(counts: list[int]) -> str:
     return "\n".join(lines)
 
 
+def mix_warning(label: LabelConfig, counts: list[int], results: list[SymbolResult]) -> str | None:
+    """One line saying why the label mix cannot be learnt and what to set, or None."""
+    problems = mix_problems(counts)
+    if not problems:
+        return None
+    up = np.sum([r.up_hist for r in results], axis=0)
+    down = np.sum([r.down_hist for r in results], axis=0)
+    hint = suggest_barriers(label, up, down)
+    settings = ", ".join(f"{k} {v}" for k, v in label.to_meta().items())
+    text = f"the label mix cannot be learnt: {'; '.join(problems)} (labels: {settings})"
+    return f"{text}; try {hint}" if hint else text
+
+
 def prepare_lake(
     raw_dir: Path,
     out_dir: Path,
     *,
     label: LabelConfig | None = None,
     row_group_rows: int | None = None,
+    on_bad_rows: str = "error",
+    strict: bool = False,
+    workers: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Build the processed lake in `out_dir` from the raw candles in `raw_dir`.
 
-    Returns the manifest. Raises `DataError` / `UserError` for bad input (nothing is
-    written then).
+    `on_bad_rows`: "error" refuses the data at its first bad row; "drop" leaves bad rows
+    out and records them in `_quarantine.parquet`. `strict`: an unlearnable label mix is
+    an error instead of a warning. `workers`: processes (None: the CPUs available).
+    Returns the manifest. Raises `DataError` / `UserError` for bad input (the previous
+    lake, if any, is left as it was).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    log = log or logging.getLogger(__name__).info
+    logger = logging.getLogger(__name__)
+    log = log or logger.info
     label = label or LabelConfig()
     if row_group_rows is None:
         row_group_rows = DataConfig().row_group_rows
     if row_group_rows < 1:
         raise UserError(f"--row-group-rows must be >= 1, got {row_group_rows}")
+    if on_bad_rows not in BAD_ROW_POLICIES:
+        raise UserError(f"--on-bad-rows must be one of {', '.join(BAD_ROW_POLICIES)}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     _check_out_dir(out_dir, raw_dir)
     writable_dir(out_dir.parent, "--data-dir")  # the lake is staged beside it
 
-    candles, empty = read_raw_dir(raw_dir)
+    by_symbol, empty = files_by_symbol(list_raw_files(raw_dir))
     for path in empty:
-        log(f"warning: {path} holds no rows; skipped")
-    _check_file_names(list(candles))
-    bar_ms = _common_bar_ms(candles)
-    try:
-        horizon = horizon_bars(label.horizon_minutes, bar_ms)
-    except ValueError as err:
-        raise DataError(f"{raw_dir}: {err}; change --horizon-minutes") from None
-
-    def tables() -> Iterator[tuple[str, pa.Table]]:
-        for symbol, c in candles.items():
-            table = build_symbol_table(c, horizon=horizon, label=label)
-            if table.num_rows == 0:
-                raise DataError(
-                    f"symbol {symbol} ({c.source}) has {len(c)} bars; the feature warm-up "
-                    f"({WARMUP_BARS}) plus the label horizon ({horizon}) need at least "
-                    f"{WARMUP_BARS + horizon + 1}; add data or drop the symbol"
-                )
-            yield symbol, table
+        logger.warning(f"{path} holds no rows; skipped")
+    if not by_symbol:
+        raise DataError(f"the raw files in {raw_dir} hold no candles")
+    _check_file_names(list(by_symbol))
+    workers = min(workers or available_cpus(), len(by_symbol))
 
     with staging_dir(out_dir) as stage:
-        manifest = write_lake(
-            tables(),
-            stage,
-            meta=lake_metadata(bar_ms, label),
-            row_group_rows=row_group_rows,
-            source=str(raw_dir),
-        )
+        jobs = [
+            SymbolJob(symbol, paths, stage, label, row_group_rows, on_bad_rows)
+            for symbol, paths in by_symbol.items()
+        ]
+        results: list[SymbolResult] = []
+        for result in run_jobs(jobs, workers):
+            results.append(result)
+            _check_bar_ms(results, result)
+        bar_ms = results[0].bar_ms
+        meta = lake_metadata(bar_ms, label)
+        manifest = build_manifest(results, meta, source=str(raw_dir), on_bad_rows=on_bad_rows)
+        warning = mix_warning(label, manifest["label_counts"], results)
+        if warning and strict:
+            raise DataError(f"{raw_dir}: {warning} (--strict)")
+        if manifest["bad_rows"]["dropped"]:
+            quarantine = pa.concat_tables([r.bad_rows for r in results])
+            pq.write_table(quarantine, stage / QUARANTINE_NAME)
+        (stage / C.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(stage, out_dir)
 
-    bars = sum(len(c) for c in candles.values())
+    bars = sum(r.bars for r in results)
     log(
-        f"prepared {bars:,} bars of {len(candles)} symbol(s) from {raw_dir} "
-        f"(bar {bar_ms / 60_000:g} min, label horizon {horizon} bars)"
+        f"prepared {bars:,} bars of {len(results)} symbol(s) from {raw_dir} with "
+        f"{workers} worker(s) (bar {bar_ms / 60_000:g} min, label horizon "
+        f"{label.horizon_minutes} min, {label.barriers} barriers)"
     )
+    if manifest["duplicates_collapsed"]:
+        log(f"collapsed {manifest['duplicates_collapsed']:,} identical duplicate rows")
+    if manifest["bad_rows"]["dropped"]:
+        reasons = ", ".join(f"{n:,} {r}" for r, n in manifest["bad_rows"]["by_reason"].items())
+        logger.warning(
+            f"left out {manifest['bad_rows']['dropped']:,} bad rows ({reasons}); "
+            f"they are listed in {out_dir / QUARANTINE_NAME}"
+        )
     log(format_distribution(manifest["label_counts"]))
+    if warning:
+        logger.warning(warning)
     log(f"wrote {len(manifest['files'])} files and {C.MANIFEST_NAME} to {out_dir}")
     return manifest
-
 
 # ---------------------------------------------------------------------------- CLI
 
@@ -374,6 +341,24 @@ def main(argv: list[str] | None = None, prog: str = "saimp prepare") -> int:
     flags = ConfigFlags(parser, _SECTIONS, Config())
     alias(parser, "--raw", "--raw-dir")
     alias(parser, "--out", "--data-dir")
+    parser.add_argument(
+        "--on-bad-rows",
+        choices=BAD_ROW_POLICIES,
+        default="error",
+        help="error: refuse the data at its first row that breaks the contract (default); "
+        f"drop: leave such rows out and list them in {QUARANTINE_NAME} in the lake",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="make a label mix that cannot be learnt an error instead of a warning",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that prepare symbols in parallel (default: the CPUs available)",
+    )
     args = parser.parse_args(argv)
     cfg = flags.config(args)
     prepare_lake(
@@ -381,6 +366,9 @@ def main(argv: list[str] | None = None, prog: str = "saimp prepare") -> int:
         cfg.paths.data_dir,
         label=cfg.label,
         row_group_rows=cfg.data.row_group_rows,
+        on_bad_rows=args.on_bad_rows,
+        strict=args.strict,
+        workers=args.workers,
     )
     return 0
 

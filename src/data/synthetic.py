@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 from src.config import Config, DataConfig
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
-from src.data.prepare import month_slices, replace_dir, staging_dir
+from src.data.lake_format import month_slices
+from src.data.prepare import replace_dir, staging_dir
 from src.flags import ConfigFlags, alias
 
 log = logging.getLogger(__name__)
