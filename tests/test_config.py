@@ -76,12 +76,12 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
 
 
 def test_every_setting_round_trips_through_toml(tmp_path):
-    """Backslashes, quotes, non-ASCII, None over a non-None default, in every section."""
+    """Backslashes, quotes, non-ASCII, None over a non-None default, in every section that
+    train sets (the labels are the lake's: tests/test_label_truth.py)."""
     cfg = apply_overrides(
         Config(),
         {
             "paths": {"raw_dir": r"C:\data\raw", "checkpoint": 'runs/"best" ü.pth'},
-            "label": {"horizon_minutes": 60, "upper1_pct": 0.5, "upper2_pct": 1.0},
             "data": {"val_start": "2024-02-01", "test_start": None, "seq_len": 16},
             "model": {"encoder": "cnn", "dropout": 0.0},
             "train": {"checkpoint_every_windows": None, "early_stopping_patience": 4},
@@ -110,3 +110,34 @@ def test_every_field_of_the_train_sections_has_a_flag_with_its_docstring():
     assert "--tensorboard, --no-tensorboard" in help_text
     assert parse("--no-tensorboard").track.tensorboard is False
     assert parse("--checkpoint-every-windows", "none").train.checkpoint_every_windows is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("balanced", "balanced"),
+        ("Balanced", "balanced"),
+        ("1,10,10,20", (1.0, 10.0, 10.0, 20.0)),
+        ("1, 2.5, 3, 4", (1.0, 2.5, 3.0, 4.0)),
+    ],
+)
+def test_class_weights_take_numbers_or_balanced_from_flag_set_and_toml(tmp_path, value, expected):
+    assert parse("--class-weights", value).train.class_weights == expected
+    assert parse("--set", f"train.class_weights={value}").train.class_weights == expected
+    toml = tmp_path / "run.toml"
+    as_toml = f'"{value}"' if expected == "balanced" else f"[{value}]"
+    toml.write_text(f"[train]\nclass_weights = {as_toml}\n")
+    cfg = parse("--config", str(toml))
+    assert cfg.train.class_weights == expected
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(cfg))  # and back: "balanced" stays the word
+    assert parse("--config", str(again)).train.class_weights == expected
+
+
+@pytest.mark.parametrize("value", ["balance", "1,2,3", "1,2,3,0", "1,2,x,4", "nan,1,1,1"])
+def test_bad_class_weights_name_the_flag_and_both_spellings(value):
+    with pytest.raises(UserError) as err:
+        parse("--class-weights", value)
+    message = str(err.value)
+    assert message.startswith("--class-weights: train.class_weights must be 4 positive numbers")
+    assert "or balanced" in message

@@ -29,6 +29,7 @@ from src.modelling.evaluate import load_model, main, plot_confusion
 from src.modelling.evaluation import metrics
 from src.modelling.evaluation import report as rp
 from src.modelling.training import components
+from tests.test_label_truth import rewrite_lake
 
 K = len(C.CLASS_NAMES)
 NAMES = C.CLASS_NAMES
@@ -421,3 +422,64 @@ def test_evaluate_reads_the_weights_inside_a_last_state(trained: dict, tmp_path:
     model, got = load_model(last)
     assert got == sidecar
     assert all(torch.equal(a, weights[k]) for k, a in model.state_dict().items())
+
+
+# -- lakes that are not the checkpoint's, and splits that make no score --------------------
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (
+            {"meta": lambda info: {**info, "bar_ms": 120_000}},
+            "its bar interval differs from the checkpoint's (lake vs checkpoint: "
+            "bar_ms 120000 vs 60000)",
+        ),
+        (
+            {"meta": lambda info: {**info, "label": {**info["label"], "upper1_pct": 1.2}}},
+            "its labels differ from the checkpoint's (lake vs checkpoint: "
+            "label.upper1_pct 1.2 vs 0.8)",
+        ),
+        (
+            {"rename": {"imbalance": "imbalance_v2"}},
+            "its features differ from the checkpoint's (lake lacks imbalance; "
+            "lake has imbalance_v2 besides)",
+        ),
+    ],
+)
+def test_a_lake_unlike_the_checkpoints_is_refused_naming_the_difference(
+    change: dict, needle: str, trained: dict, tmp_path: Path, capsys
+) -> None:
+    lake = rewrite_lake(trained["cfg"].paths.data_dir, tmp_path / "lake", **change)
+    argv = ["--checkpoint", str(trained["checkpoint"]), "--data-dir", str(lake)]
+    code, _, err = run_main([*argv, "--out", str(tmp_path), "--null-draws", "0"], capsys)
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: --data-dir {lake}: ") and needle in line, line
+    assert line.endswith("evaluate on a lake prepared with the checkpoint's settings")
+    assert not list(tmp_path.glob("*_report.json"))
+
+
+def test_a_single_class_report_says_its_summary_is_no_score() -> None:
+    y = np.zeros(300, dtype=np.int64)
+    pred = np.where(np.arange(300) % 3 == 0, 1, 0)
+    report = rp.build_report(y, pred, null_draws=50)
+    assert report["warning"].startswith("the evaluated split holds only Neutro windows: ")
+    text = rp.format_report(report)
+    for label in ("macro-F1", "balanced acc", "accuracy"):  # not printed as scores
+        [row] = [r for r in text.splitlines() if r.startswith(label)]
+        _, model, baselines = row.split("|")
+        assert model.split() == ["n/a", "300"] and baselines.split() == ["n/a", "n/a"]
+    assert "n/a: the evaluated split holds only Neutro" in text
+    assert "chance level" not in text
+    assert "warning" not in rp.build_report(*imbalanced(200, 0), null_draws=0)
+
+
+def test_evaluate_warns_on_a_single_class_split(trained: dict, tmp_path: Path, capsys) -> None:
+    lake = rewrite_lake(trained["cfg"].paths.data_dir, tmp_path / "lake", labels=np.ones_like)
+    argv = ["--checkpoint", str(trained["checkpoint"]), "--data-dir", str(lake)]
+    code, out, err = run_main([*argv, "--out", str(tmp_path), "--null-draws", "0"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "model_test_report.json").read_text())
+    assert "macro-F1, balanced accuracy and accuracy are not scores" in report["warning"]
+    assert "n/a: the evaluated split holds only Stop windows" in out

@@ -101,6 +101,20 @@ def test_a_second_cli_run_that_is_worse_says_where_its_model_went(tmp_path, tiny
     )
 
 
+def test_labels_compare_as_the_lake_records_them(tmp_path):
+    """A sidecar from before the lake's labels were recorded (only its config's, without
+    `barriers`) compares equal to a new one of the same fixed barriers; other labels do
+    not, and the shared best is kept."""
+    fixed = {"horizon_minutes": 120, "barriers": "fixed", "upper1_pct": 0.8}
+    fixed |= {"upper2_pct": 1.6, "lower_pct": 0.75}
+    save(new_run(tmp_path, "a"), 0.9)  # SIDECAR: config.label {"horizon_minutes": 120}
+    same = new_run(tmp_path, "b", sidecar={**SIDECAR, "label": fixed})
+    assert save(same, 0.5, seed=1) == same.best_path
+    other = new_run(tmp_path, "c", sidecar={**SIDECAR, "label": {**fixed, "upper1_pct": 1.2}})
+    save(other, 0.1, seed=2)
+    assert "(label.upper1_pct 0.8 vs 1.2)" in other.kept_message
+
+
 def test_a_new_run_moves_an_earlier_resumable_state_into_its_run_folder(tmp_path):
     first = new_run(tmp_path, "a")
     first.save_last({"loop": {"epoch": 1}})

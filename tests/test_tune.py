@@ -33,6 +33,17 @@ def test_the_builtin_space_is_what_the_original_project_tuned():
     assert {"train.lr", "train.weight_decay", "train.class_weights", "model.dropout"} <= set(names)
 
 
+def test_class_weight_choices_may_be_lists_or_balanced(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('[train.class_weights]\nchoices = [[1, 10, 10, 20], "balanced"]\n')
+    [param] = load_space(path, Config())
+    assert param.choices == ("1,10,10,20", "balanced")  # scalars, as Optuna wants them
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train.class_weights]\nchoices = ["balancd"]\n')
+    with pytest.raises(UserError, match=r"value 'balancd' is not valid: train.class_weights"):
+        load_space(bad, Config())
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

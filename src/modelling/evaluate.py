@@ -6,7 +6,11 @@
 The model and the normalisation are rebuilt from the checkpoint's JSON sidecar (weights
 loaded with `weights_only=True`). The split is the one training used: its bounds come
 from the sidecar, never from the extent of the lake being read, so evaluating on a lake
-that grew since training still tests on the same time range (plus any later bars).
+that grew since training still tests on the same time range (plus any later bars). A
+lake with another bar interval, other label settings or other features than the
+checkpoint's is refused (`sidecar.lake_mismatch`). The loss uses the class weights the
+training loss used (the sidecar's resolved numbers). A split whose true labels hold one
+class gets a `warning` in the report: its macro-F1 and accuracy are not scores.
 
 Writes `{checkpoint_stem}_{split}_report.json` and `.png` (confusion heatmap) next to
 the checkpoint, or in `--out`, prints a table, and prints the JSON's path last. The
@@ -34,9 +38,11 @@ from src.core.paths import writable_dir
 from src.flags import alias
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
+from src.modelling.checkpointing.sidecar import lake_mismatch, sidecar_class_weights
 from src.modelling.evaluation import report as rp
 from src.modelling.evaluation.confusion_plot import plot_confusion
 from src.modelling.evaluation.inference import eval_config, load_model, predict, split_bounds_of
+from src.modelling.labels import lake_label
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +71,14 @@ def report_paths(checkpoint: Path, split: str, out_dir: Path | None) -> tuple[Pa
 
 
 def _horizon_bars(index: Any, sidecar: dict[str, Any]) -> int:
-    label = (index.meta or {}).get("label") or (sidecar.get("config") or {}).get("label") or {}
+    """The label horizon in bars: from the sidecar's labels (the lake's, checked against
+    the evaluated lake), else the lake's, else (older sidecars) the run's config."""
+    label = (
+        sidecar.get("label")
+        or lake_label(index.meta)
+        or (sidecar.get("config") or {}).get("label")
+        or {}
+    )
     minutes = label.get("horizon_minutes")
     if not minutes or not index.bar_ms:
         return 0
@@ -98,6 +111,7 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the checkpoint's model and normalisation, stream `split`, write the report."""
     from src.data.dataloader import build_data
+    from src.data.lake import scan_lake_for
     from src.data.normalize import Normalizer
 
     if split not in SPLIT_NAMES:
@@ -121,9 +135,15 @@ def evaluate_checkpoint(
     normalizer = Normalizer.from_dict(sidecar["normalizer"])
     cfg = eval_config(sidecar, data_dir, batch_size, bounds)
     try:
-        data = build_data(cfg, splits=(split,), normalizer=normalizer)
+        # The lake against the checkpoint first, before a loader fails on what differs
+        # (a scan reads no feature column: milliseconds per 100k rows).
+        mismatch = lake_mismatch(sidecar, scan_lake_for(cfg.data, data_dir))
+        if mismatch is None:
+            data = build_data(cfg, splits=(split,), normalizer=normalizer)
     except DataError as err:
         raise DataError(f"{err} [split bounds from {sidecar_path(checkpoint)}]") from None
+    if mismatch:
+        raise DataError(mismatch)
     if (data.bounds.val_start_ms, data.bounds.test_start_ms) != (
         bounds.val_start_ms,
         bounds.test_start_ms,
@@ -139,7 +159,7 @@ def evaluate_checkpoint(
     # the chance level shifts predictions along time.
     getattr(data, split).shuffle = False
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    weights = (sidecar.get("config") or {}).get("train", {}).get("class_weights")
+    weights = sidecar_class_weights(sidecar)  # the numbers the training loss used
     preds = predict(model, getattr(data, f"{split}_dl"), device=device, class_weights=weights)
     expected = data.index.num_windows(split)
     if preds.y_true.size != expected:

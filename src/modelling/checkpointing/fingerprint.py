@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.config import Config, TrainConfig
+from src.config import Config, LabelConfig, TrainConfig
 
 # Settings that do not change the trained parameters, so a resumed run may change them.
 _FREE_TO_CHANGE = {
@@ -28,20 +28,31 @@ _FREE_TO_CHANGE = {
 def result_fingerprint(cfg: Config, data: Any) -> dict[str, Any]:
     """Flat `section.key -> value` of everything that changes the result of a run.
 
-    A resumed run must match it: batch, accumulation, model, labels, split, seed and the
-    data itself (files and rows). Epochs, logging and the micro-batch (which does not
-    change the gradient) may differ.
+    A resumed run must match it: batch, accumulation, model, labels (`cfg.label`, the
+    lake's), split, seed and the data itself (files and rows). Epochs, logging and the
+    micro-batch (which does not change the gradient) may differ.
     """
     values = cfg.to_dict()
-    flat = {
-        f"{section}.{key}": value
-        for section in ("label", "data", "model", "train")
+    flat = label_fingerprint(cfg.label)
+    flat.update(
+        (f"{section}.{key}", value)
+        for section in ("data", "model", "train")
         for key, value in values[section].items()
         if key not in _FREE_TO_CHANGE.get(section, set())
-    }
+    )
     flat["lake.files"] = int(data.summary["files"])
     flat["lake.rows"] = int(data.summary["rows"])
     return flat
+
+
+def label_fingerprint(label: LabelConfig) -> dict[str, Any]:
+    """`label.key -> value` of the settings that define the labels (`to_meta()`: the
+    barrier numbers of their kind only). `barriers` is left out when "fixed", so a state
+    written before that setting existed, with the same numbers, still resumes."""
+    meta = label.to_meta()
+    if meta.get("barriers") == "fixed":
+        del meta["barriers"]
+    return {f"label.{key}": value for key, value in meta.items()}
 
 
 def train_fingerprint(train: TrainConfig) -> dict[str, Any]:

@@ -160,6 +160,22 @@ def _cm_from_codes(codes: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(codes, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def single_class_warning(
+    support: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
+) -> str | None:
+    """Why the summary metrics of a split whose true labels hold one class are not
+    scores (answering that class always makes every one of them 1), else None."""
+    present = np.flatnonzero(np.asarray(support) > 0)
+    if len(present) != 1:
+        return None
+    name = class_names[int(present[0])]
+    return (
+        f"the evaluated split holds only {name} windows: macro-F1, balanced accuracy and "
+        f"accuracy are not scores for a single-class split (always answering {name} gets "
+        "1.0); evaluate on a split with several classes"
+    )
+
+
 def build_report(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -181,10 +197,12 @@ def build_report(
     cm = metrics.confusion_matrix(y_true, y_pred, k)
     support = cm.sum(axis=1)
     model = class_metrics(cm, class_names)
+    warning = single_class_warning(support, class_names)
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         **(extra or {}),
+        **({"warning": warning} if warning else {}),
         "class_names": list(class_names),
         "label_distribution": distribution(support, class_names),
         "prediction_distribution": distribution(cm.sum(axis=0), class_names),
@@ -223,22 +241,28 @@ def format_report(report: dict[str, Any]) -> str:
             f"{rnd['per_class'][name]['f1']:10.3f}"
         )
     lines.append("-" * len(head))
+    warning = report.get("warning")
     for key, label in (
         ("macro_f1", "macro-F1"),
         ("balanced_accuracy", "balanced acc"),
         ("accuracy", "accuracy"),
     ):
-        lines.append(
-            f"{label:<{w}} | {'':>9} {'':>7} {report[key]:7.3f} {report['n_samples']:9,d} | "
-            f"{maj[key]:12.3f} {rnd[key]:10.3f}"
-        )
+        if warning:  # a single-class split: the numbers are in the JSON, not scores
+            values = f"{'n/a':>7} {report['n_samples']:9,d} | {'n/a':>12} {'n/a':>10}"
+        else:
+            values = (
+                f"{report[key]:7.3f} {report['n_samples']:9,d} | {maj[key]:12.3f} {rnd[key]:10.3f}"
+            )
+        lines.append(f"{label:<{w}} | {'':>9} {'':>7} {values}")
+    if warning:
+        lines.append(f"n/a: {warning}")
     lines.append(
         f"majority baseline: always {maj['predicted_class']} (most frequent in the "
         f"{maj['class_from']}); random baseline: guesses at the split's class frequencies "
         "(exact expectation)"
     )
     chance = report.get("chance")
-    if chance:
+    if chance and not warning:  # shifting one class against itself measures nothing
         z = "n/a" if chance["z"] is None else f"{chance['z']:.1f}"
         lines.append(
             f"chance level (predictions shifted >= {chance['min_shift']} windows, "

@@ -98,5 +98,8 @@ def make_run_hooks(
         for t in trackers:
             t.close()
         raise
-    hooks.log_params({**flatten_params(cfg.to_dict()), **flatten_params(params or {})})
+    # Not the labels: they are the lake's, logged once it is read (`run_training`), and
+    # MLflow refuses a parameter logged twice with two values.
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "label"}
+    hooks.log_params({**flatten_params(settings), **flatten_params(params or {})})
     return hooks

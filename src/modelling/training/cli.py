@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.config import MODEL_SIZES, PRESETS, Config, build_config
+from src.config import MODEL_SIZES, PRESETS, Config, build_config, load_toml
 from src.core.errors import ArgumentParser
 from src.flags import ConfigFlags, parse_set
+from src.modelling.labels import refuse_label_set, refuse_label_table
 
-# What `saimp train` exposes as flags; the labels are made by `saimp prepare`.
+# What `saimp train` exposes as flags; the labels are made by `saimp prepare` (and
+# `--set label.*` or a `[label]` table that changes them is refused: see `labels.py`).
 SECTIONS: dict[str, tuple[str, ...] | None] = {
     "paths": None,
     "data": None,
@@ -58,10 +60,17 @@ def build_parser(prog: str = "saimp train") -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Preset, then TOML, then --set, then the named flags; bad values name the flag."""
+    """Preset, then TOML, then --set, then the named flags; bad values name the flag.
+
+    Label settings are refused (`UserError` pointing to `saimp prepare`): the labels
+    are the lake's.
+    """
 
     def make(flags: dict) -> Config:
         overrides = parse_set(args.set)
+        refuse_label_set(overrides)
+        if args.config is not None:
+            refuse_label_table(load_toml(args.config), str(args.config))
         for section, values in flags.items():
             overrides.setdefault(section, {}).update(values)
         return build_config(args.preset, args.model_size, args.config, overrides)

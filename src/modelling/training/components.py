@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -29,10 +31,21 @@ def build_model(cfg: Config, n_features: int) -> SAIMP:
     return SAIMP(model_config(cfg, n_features))
 
 
-def build_loss(cfg: Config) -> nn.CrossEntropyLoss:
-    """Class-weighted cross entropy: missing a SuperLong costs 20 times a Neutro."""
+def build_loss(cfg: Config, class_weights: Sequence[float] | None = None) -> nn.CrossEntropyLoss:
+    """Class-weighted cross entropy (by default missing a SuperLong costs 20 times a Neutro).
+
+    `class_weights`: the resolved weights (`class_weights.resolve_class_weights`);
+    default `cfg.train.class_weights`, which must then be numbers: "balanced" needs the
+    training split's counts, so it raises `ValueError` here.
+    """
+    weights = cfg.train.class_weights if class_weights is None else class_weights
+    if isinstance(weights, str):
+        raise ValueError(
+            f"train.class_weights {weights!r} must be resolved from the training split first "
+            "(class_weights.resolve_class_weights)"
+        )
     return nn.CrossEntropyLoss(
-        weight=torch.tensor(cfg.train.class_weights, dtype=torch.float32),
+        weight=torch.tensor(list(weights), dtype=torch.float32),
         label_smoothing=cfg.train.label_smoothing,
     )
 

@@ -16,6 +16,7 @@ from functools import partial
 import torch
 
 from src.config import Config
+from src.core.errors import UserError
 from src.core.logs import FILE_ONLY, log_file
 from src.core.paths import writable_dir, writable_file
 from src.core.threads import ThreadGovernor
@@ -60,15 +61,22 @@ def run_training(
     the run after that epoch's files are written: how a pruned trial stops). Raises
     `UserError` before any data work when an output cannot be written, and
     `RunInterrupted` after SIGINT/SIGTERM.
+
+    The run's labels are the lake's (`cfg.label` is replaced by what its metadata
+    records); a training split of a single class is a `UserError`; "balanced" class
+    weights are resolved from the training split's counts.
     """
     from src.data.dataloader import build_data
     from src.data.default_data import ensure_default_data
     from src.modelling.checkpointing.fingerprint import result_fingerprint
     from src.modelling.checkpointing.sidecar import sidecar_for
+    from src.modelling.labels import with_lake_labels
     from src.modelling.model import count_parameters
     from src.modelling.observability.header import run_header
     from src.modelling.observability.run_files import RunPaths, make_run_hooks
     from src.modelling.training import components
+    from src.modelling.training.class_mix import single_class_training, start_warnings
+    from src.modelling.training.class_weights import resolve_class_weights
     from src.modelling.training.distributed import all_gather_objects
     from src.modelling.training.precision import resolve_precision
 
@@ -92,25 +100,40 @@ def run_training(
                 pin_memory=device.type == "cuda",
                 gather=partial(all_gather_objects, world=world),
             )
+            lake = f"--data-dir {cfg.paths.data_dir}"
+            # The labels are the lake's: the header, sidecar and fingerprint say so.
+            cfg = with_lake_labels(cfg, data.index.meta, lake)
+            train_counts = data.index.label_counts("train")
+            refusal = single_class_training(train_counts, lake)
+            if refusal:  # the same lake index on every rank: every rank stops here
+                raise UserError(refusal)
+            class_weights = resolve_class_weights(t.class_weights, train_counts)
             model = components.build_model(cfg, data.index.num_features)
             optimizer = components.build_optimizer(cfg, model)
             precision = resolve_precision(t.precision, device)
-            header = run_header(cfg, data, model, device, precision, world, paths)
+            header = run_header(cfg, data, model, device, precision, world, paths, class_weights)
             log.info(header, extra=None if header_on_console else FILE_ONLY)
             for line in setup:
                 log.info(f"[SETUP] {line}")
+            if world.is_main:  # once per run, not once per rank
+                for warning in start_warnings(
+                    train_counts, class_weights, data.index.label_counts("val")
+                ):
+                    log.warning(warning)
             hooks.log_params(
                 {
                     "run.device": str(device),
                     "run.precision": precision,
                     "run.world_size": world.world_size,
                     "run.effective_batch": t.batch_size * t.accumulation_steps * world.world_size,
+                    "run.class_weights": list(class_weights),
                     "model.parameters": count_parameters(model),
+                    "label": cfg.label.to_meta(),  # the lake's, as the header shows them
                 }
             )
             checkpoints = CheckpointManager(
                 cfg.paths.checkpoint,
-                sidecar=sidecar_for(cfg, data, model),
+                sidecar=sidecar_for(cfg, data, model, class_weights),
                 fingerprint=result_fingerprint(cfg, data),
                 every_windows=t.checkpoint_every_windows,
                 run_best=cfg.paths.runs_dir / paths.name / "best.pth",
@@ -118,7 +141,7 @@ def run_training(
             )
             trainer = Trainer(
                 model,
-                components.build_loss(cfg),
+                components.build_loss(cfg, class_weights),
                 optimizer,
                 components.build_scheduler(cfg, optimizer),
                 config=t,

@@ -12,9 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from src.config import Config, apply_overrides, to_toml
+from src.config import Config, apply_overrides
 from src.modelling.checkpointing.atomic import atomic_save_json, atomic_write
 from src.modelling.checkpointing.best import sidecar_path
+from src.modelling.labels import config_toml
 from src.modelling.tuning.space import overrides
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ def record_in_sidecar(checkpoint: Path, tuning: dict[str, Any]) -> None:
 
 
 def write_best_toml(cfg: Config, path: Path, header: str) -> Path:
-    text = "".join(f"# {line}\n" for line in header.splitlines()) + "\n" + to_toml(cfg)
+    """`header` as comments, then `cfg` as TOML for `saimp train --config` (its labels are
+    not set there: each run reads them from its lake)."""
+    body = config_toml(cfg, from_lake=False)
+    text = "".join(f"# {line}\n" for line in header.splitlines()) + "\n" + body
     atomic_write(path, lambda fh: fh.write(text.encode()))
     return path

@@ -14,6 +14,10 @@ each with either a range or a list of choices:
     [train.class_weights]   # a list setting: each choice is one list
     choices = [[1, 10, 10, 20], [1, 5, 5, 10]]
 
+`[train.class_weights]` choices may also be "balanced" (weights from each trial's
+training split). `label.*` fields are refused: the labels are made by `saimp prepare`,
+one lake per label setting.
+
 Integer fields take `step` (default 1). Every field, bound and choice is checked against
 the config when the space is loaded (a typo or an out-of-range bound is one error line
 naming the file and the key), so a search never starts on a space that cannot run.
@@ -29,6 +33,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from src.config import Config, apply_overrides
 from src.core.errors import UserError
+from src.modelling.labels import label_setting_error
 
 BUILTIN: dict[str, dict[str, Any]] = {
     "train.lr": {"low": 1e-5, "high": 1e-2, "log": True},
@@ -95,6 +100,8 @@ def _param(name: str, spec: Any, base: Config, where: str) -> Param:
     sections = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     if not dot or section not in sections:
         raise UserError(f"{where}: [{name}] is not a config field; use [section.field]")
+    if section == "label":  # made by `saimp prepare`; a trial cannot change them
+        raise label_setting_error(field, None, f"{where}: [{name}]")
     obj = sections[section]
     hints = get_type_hints(type(obj))
     if field not in hints:
