@@ -11,9 +11,11 @@ from src.data.labels import (
     NEUTRO,
     STOP,
     SUPERLONG,
+    barrier_trades,
     causal_volatility,
     horizon_moves,
     label_counts,
+    labels_and_trades,
     triple_barrier_labels,
 )
 
@@ -28,6 +30,7 @@ def minutes(n: int) -> np.ndarray:
 def labels(high, low, close, horizon, ts=None):
     ts = minutes(len(close)) if ts is None else ts
     return triple_barrier_labels(ts, high, low, close, horizon_ms=horizon * MIN, **BARRIERS)
+
 
 # With close 100 and the default barriers: U1 = 100.8, U2 = 101.6, L = 99.25.
 QUIET = (100.2, 99.8)  # (high, low) that touches nothing
@@ -233,6 +236,73 @@ def test_horizon_moves():
     up, down = horizon_moves(minutes(5), high, low, close, horizon_ms=3 * MIN, rows=np.array([0]))
     np.testing.assert_allclose(up, [0.017])
     np.testing.assert_allclose(down, [0.008])
+
+
+def trades_of(bars, opens=None, horizon=None):
+    """Trades entered at bar 0 (close 100) followed by `bars` (high, low); the closes of
+    the later bars are 100.1 unless a bar's range says otherwise."""
+    high, low, close = _path_of(bars)
+    close[1:] = np.clip(100.1, low[1:], high[1:])
+    open_ = close.copy() if opens is None else np.array([100.0, *opens])
+    horizon = len(bars) if horizon is None else horizon
+    out = barrier_trades(
+        minutes(len(close)), open_, high, low, close, horizon_ms=horizon * MIN, **BARRIERS
+    )
+    return {
+        k: (int(out.exit_bar[k][0]), round(float(out.gross_return[k][0]), 10)) for k in out.exit_bar
+    }
+
+
+def test_barrier_trades_exit_where_the_labels_decide():
+    # U1 at bar 2: the long takes profit at U1 (+0.8%); the superlong rides to the
+    # horizon close (100.1); the short is stopped at U1.
+    assert trades_of([QUIET, U1, QUIET]) == {
+        "long": (2, 0.008),
+        "superlong": (3, 0.001),
+        "short": (2, -0.008),
+    }
+    # U2 then: the superlong takes +1.6% at bar 2.
+    assert trades_of([U1, U2, QUIET])["superlong"] == (2, 0.016)
+    # The lower barrier first: longs stop at -0.75%, the short takes +0.75%.
+    assert trades_of([LOW, U2]) == {
+        "long": (1, -0.0075),
+        "superlong": (1, -0.0075),
+        "short": (1, 0.0075),
+    }
+    # A bar touching U1 and L: the stop for both sides, as in the labels.
+    assert trades_of([U1_AND_LOW]) == {
+        "long": (1, -0.0075),
+        "superlong": (1, -0.0075),
+        "short": (1, -0.008),
+    }
+
+
+def test_a_gap_through_the_stop_fills_at_the_open():
+    # Bar 1 opens at 98 (below L = 99.25): the long's stop fills at 98, not 99.25.
+    gap = (98.5, 97.5)
+    assert trades_of([gap], opens=[98.0])["long"] == (1, -0.02)
+    # A gap up through U1 stops the short at the open (101), past its barrier (100.8).
+    assert trades_of([(101.5, 100.9)], opens=[101.0])["short"] == (1, -0.01)
+
+
+def test_labels_and_trades_is_both_in_one_pass():
+    rng = np.random.default_rng(4)
+    high, low, close = _random_path(rng, 700)
+    ts = minutes(700)
+    open_ = np.concatenate(([100.0], close[:-1]))
+    kwargs = dict(horizon_ms=15 * MIN, **BARRIERS)
+    lab, tr = labels_and_trades(ts, open_, high, low, close, **kwargs)
+    alone = barrier_trades(ts, open_, high, low, close, **kwargs)
+    np.testing.assert_array_equal(
+        lab.label, triple_barrier_labels(ts, high, low, close, **kwargs).label
+    )
+    for k in alone.exit_bar:
+        np.testing.assert_array_equal(tr.exit_bar[k], alone.exit_bar[k])
+        np.testing.assert_array_equal(tr.gross_return[k], alone.gross_return[k])
+    # The long's outcome agrees with the label: a Long/SuperLong label is a take
+    # profit (+0.8%) unless the bar gapped, a Stop label is a loss.
+    np.testing.assert_allclose(tr.gross_return["long"][lab.label >= LONG], 0.008, rtol=1e-9)
+    assert (tr.gross_return["long"][lab.label == STOP] < 0).all()
 
 
 def test_label_counts():

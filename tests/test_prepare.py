@@ -20,7 +20,7 @@ from src.core import constants as C
 from src.core.errors import DataError, UserError, run_cli
 from src.data import prepare
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
-from src.data.labels import triple_barrier_labels
+from src.data.labels import barrier_trades, triple_barrier_labels
 from src.data.lake_format import lake_schema, month_slices
 from src.data.prepare import prepare_lake
 from src.data.raw_io import iso_ms, read_raw_dir
@@ -78,6 +78,16 @@ def test_schema_and_metadata_are_exact(tiny_lake: Path):
             *FEATURE_NAMES,
             "label",
             "horizon_end",
+            "close",
+            "long_exit",
+            "long_return",
+            "long_risk",
+            "superlong_exit",
+            "superlong_return",
+            "superlong_risk",
+            "short_exit",
+            "short_return",
+            "short_risk",
         ]
         assert schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
         assert schema.field("horizon_end").type == pa.timestamp("ms", tz="UTC")
@@ -168,6 +178,25 @@ def test_lake_matches_features_and_labels_of_the_raw_series(tiny_lake: Path, tin
     np.testing.assert_array_equal(ms(lake, "horizon_end"), labels.decided_ms[rows])
     for j, name in enumerate(FEATURE_NAMES):
         np.testing.assert_array_equal(lake.column(name).to_numpy(), feats[rows, j])
+    trades = barrier_trades(
+        raw.timestamp,
+        raw.open,
+        raw.high,
+        raw.low,
+        raw.close,
+        horizon_ms=120 * 60_000,
+        upper1=0.008,
+        upper2=0.016,
+        lower=0.0075,
+    )
+    np.testing.assert_array_equal(lake.column("close").to_numpy(), raw.close[rows])
+    for name in ("long", "superlong", "short"):
+        exits = raw.timestamp[trades.exit_bar[name][rows]]
+        np.testing.assert_array_equal(ms(lake, f"{name}_exit"), exits)
+        returns = lake.column(f"{name}_return").to_numpy()
+        np.testing.assert_array_equal(returns, trades.gross_return[name][rows])
+    np.testing.assert_allclose(lake.column("long_risk").to_numpy(), 0.0075)
+    np.testing.assert_allclose(lake.column("short_risk").to_numpy(), 0.008)
 
 
 # ------------------------------------------------------------- other end-to-end runs

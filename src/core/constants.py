@@ -35,7 +35,22 @@ TIMESTAMP_COL = "timestamp"
 LABEL_COL = "label"
 HORIZON_END_COL = "horizon_end"
 SYMBOL_COL = "symbol"
-NON_FEATURE_COLUMNS: tuple[str, ...] = (TIMESTAMP_COL, LABEL_COL, HORIZON_END_COL, SYMBOL_COL)
+CLOSE_COL = "close"
+#: Per trade the labels' barriers define (long, superlong, short): its exit time, gross
+#: return and risk (the stop's distance, a fraction of the entry), for the backtest
+#: (`src.data.labels.barrier_trades`).
+TRADE_NAMES: tuple[str, ...] = ("long", "superlong", "short")
+TRADE_COLUMNS: tuple[str, ...] = tuple(
+    f"{t}_{what}" for t in TRADE_NAMES for what in ("exit", "return", "risk")
+)
+NON_FEATURE_COLUMNS: tuple[str, ...] = (
+    TIMESTAMP_COL,
+    LABEL_COL,
+    HORIZON_END_COL,
+    SYMBOL_COL,
+    CLOSE_COL,
+    *TRADE_COLUMNS,
+)
 
 #: Key of the Parquet key-value metadata where `prepare` records feature names and settings.
 PARQUET_META_KEY = b"saimp"

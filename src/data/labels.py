@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.core.constants import TRADE_NAMES
+
 NEUTRO, STOP, LONG, SUPERLONG = 0, 1, 2, 3
 
 
@@ -80,24 +82,33 @@ def _barrier(value: float | np.ndarray, m: int, name: str) -> np.ndarray:
     return arr[:m]
 
 
-def triple_barrier_labels(
+@dataclass(frozen=True)
+class _Touches:
+    """First touch offsets (1..span; span + 1 or more: never) of the m labelled bars."""
+
+    u1: np.ndarray
+    u2: np.ndarray
+    lo: np.ndarray
+    span: np.ndarray
+    """Bars inside each horizon, int64 (m,)."""
+    u1_price: np.ndarray
+    u2_price: np.ndarray
+    lo_price: np.ndarray
+
+
+def _first_touches(
     timestamp_ms: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
-    *,
     horizon_ms: int,
     upper1: float | np.ndarray,
     upper2: float | np.ndarray,
     lower: float | np.ndarray,
-) -> Labels:
-    """Label every bar that has a whole horizon ahead of it (see the module docstring).
+) -> _Touches | None:
+    """The barrier prices and their first touches; None when no bar is labelled.
 
-    `timestamp_ms`: sorted bar open times (int64 epoch ms), shape (n,); `high`, `low`,
-    `close`: shape (n,). `upper1`, `upper2`, `lower`: barrier distances as fractions of
-    the close (0.008 = 0.8%), scalars or per-bar arrays of length >= m; a bar whose
-    barriers are NaN is labelled Neutro (the caller drops it). Vectorised over bars;
-    the loop runs over the bar offsets inside the longest horizon.
+    Vectorised over bars; the loop runs over the bar offsets inside the longest horizon.
     """
     if horizon_ms < 1:
         raise ValueError(f"horizon_ms must be >= 1, got {horizon_ms}")
@@ -108,7 +119,7 @@ def triple_barrier_labels(
     u2_frac = _barrier(upper2, m, "upper2")
     lo_frac = _barrier(lower, m, "lower")
     if m == 0:
-        return Labels(np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return None
 
     span = horizon_end_bar(ts, horizon_ms, m) - np.arange(m)  # bars inside each horizon
     longest = int(span.max())
@@ -132,11 +143,41 @@ def triple_barrier_labels(
         _first_touch(first_u1, k, inside & (h >= u1))
         _first_touch(first_u2, k, inside & (h >= u2))
         _first_touch(first_lo, k, inside & (lw <= lo))
+    return _Touches(first_u1, first_u2, first_lo, span, u1, u2, lo)
 
+
+def triple_barrier_labels(
+    timestamp_ms: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    horizon_ms: int,
+    upper1: float | np.ndarray,
+    upper2: float | np.ndarray,
+    lower: float | np.ndarray,
+) -> Labels:
+    """Label every bar that has a whole horizon ahead of it (see the module docstring).
+
+    `timestamp_ms`: sorted bar open times (int64 epoch ms), shape (n,); `high`, `low`,
+    `close`: shape (n,). `upper1`, `upper2`, `lower`: barrier distances as fractions of
+    the close (0.008 = 0.8%), scalars or per-bar arrays of length >= m; a bar whose
+    barriers are NaN is labelled Neutro (the caller drops it).
+    """
+    ts = np.asarray(timestamp_ms, np.int64)
+    return _labels_from(
+        _first_touches(ts, high, low, close, horizon_ms, upper1, upper2, lower), ts, horizon_ms
+    )
+
+
+def _labels_from(t: _Touches | None, ts: np.ndarray, horizon_ms: int) -> Labels:
+    if t is None:
+        return Labels(np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    m = t.span.shape[0]
     # U2 > U1, so a U2 touch is always a U1 touch too: first_u2 >= first_u1.
-    stop = (first_lo <= span) & (first_lo <= first_u1)
-    up = (first_u1 <= span) & ~stop
-    superlong = up & (first_u2 <= span) & (first_u2 < first_lo)
+    stop = (t.lo <= t.span) & (t.lo <= t.u1)
+    up = (t.u1 <= t.span) & ~stop
+    superlong = up & (t.u2 <= t.span) & (t.u2 < t.lo)
     long_ = up & ~superlong
 
     label = np.full(m, NEUTRO, np.int8)
@@ -148,15 +189,117 @@ def triple_barrier_labels(
     # touch; Long once the lower is touched (U2 can no longer win) or at the vertical
     # barrier; Neutro only at the vertical barrier.
     touch = np.full(m, -1, np.int64)  # offset of the deciding touch; -1: the vertical
-    touch[stop] = first_lo[stop]
-    touch[superlong] = first_u2[superlong]
-    lower_after = long_ & (first_lo <= span)
-    touch[lower_after] = first_lo[lower_after]
-    t = np.arange(m, dtype=np.int64)
+    touch[stop] = t.lo[stop]
+    touch[superlong] = t.u2[superlong]
+    lower_after = long_ & (t.lo <= t.span)
+    touch[lower_after] = t.lo[lower_after]
+    bar = np.arange(m, dtype=np.int64)
     by_touch = touch > 0
-    decided_at = np.where(by_touch, t + touch, t + span)
+    decided_at = np.where(by_touch, bar + touch, bar + t.span)
     decided_ms = np.where(by_touch, ts[np.minimum(decided_at, ts.size - 1)], ts[:m] + horizon_ms)
     return Labels(label, decided_at, decided_ms.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class BarrierTrades:
+    """What a trade entered at each labelled bar's close and exited at the labels' own
+    barriers would have returned, before costs, for the three trades a signal opens.
+
+    Long (on Long): take profit at U1, stop at L. SuperLong (on SuperLong): take profit
+    at U2, stop at L. Short (on Stop, optional): take profit at L, stop at U1. Else the
+    trade closes at the close of the last bar inside the horizon. A bar touching both
+    barriers counts as the stop, as in the labels. Fills: a take profit at its barrier
+    (a resting limit order); a stop at its barrier, or at the bar's open when the bar
+    opened beyond it (a gap fills a stop order at the open, not at the barrier).
+    """
+
+    exit_bar: dict[str, np.ndarray]
+    """trade -> int64 (m,) index of the exit bar (the entry bar itself when the horizon
+    holds no bar: a zero return)."""
+    gross_return: dict[str, np.ndarray]
+    """trade -> float64 (m,) simple return of the position (exit / entry - 1 for a
+    long, 1 - exit / entry for a short)."""
+    risk: dict[str, np.ndarray]
+    """trade -> float64 (m,) the stop's distance from the entry, a fraction of it (the
+    "1R" of the trade)."""
+
+
+TRADES: tuple[str, ...] = TRADE_NAMES
+
+
+def barrier_trades(
+    timestamp_ms: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    horizon_ms: int,
+    upper1: float | np.ndarray,
+    upper2: float | np.ndarray,
+    lower: float | np.ndarray,
+) -> BarrierTrades:
+    """The exits and gross returns of `TRADES` at every labelled bar (arguments as
+    `triple_barrier_labels`, plus the bars' opens for stop fills)."""
+    ts = np.asarray(timestamp_ms, np.int64)
+    t = _first_touches(ts, high, low, close, horizon_ms, upper1, upper2, lower)
+    return _trades_from(t, open_, close)
+
+
+def _trades_from(t: _Touches | None, open_: np.ndarray, close: np.ndarray) -> BarrierTrades:
+    if t is None:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return BarrierTrades(
+            dict.fromkeys(TRADES, empty_i),
+            dict.fromkeys(TRADES, empty_f),
+            dict.fromkeys(TRADES, empty_f),
+        )
+    m = t.span.shape[0]
+    bar = np.arange(m, dtype=np.int64)
+    open_ = np.asarray(open_, np.float64)
+    close = np.asarray(close, np.float64)
+    entry = close[:m]
+    exit_bar: dict[str, np.ndarray] = {}
+    gross: dict[str, np.ndarray] = {}
+    risk: dict[str, np.ndarray] = {}
+    for name, take, take_price, stop, stop_price, sign in (
+        ("long", t.u1, t.u1_price, t.lo, t.lo_price, 1.0),
+        ("superlong", t.u2, t.u2_price, t.lo, t.lo_price, 1.0),
+        ("short", t.lo, t.lo_price, t.u1, t.u1_price, -1.0),
+    ):
+        stopped = (stop <= t.span) & (stop <= take)  # a tie is the stop
+        taken = (take <= t.span) & ~stopped
+        at = bar + t.span
+        at[stopped] = bar[stopped] + stop[stopped]
+        at[taken] = bar[taken] + take[taken]
+        price = close[at].copy()
+        price[taken] = take_price[taken]
+        gap_open = open_[at]
+        # A stop is filled at its barrier, or at the open when the bar opened beyond it.
+        worse = np.minimum if sign > 0 else np.maximum
+        price[stopped] = worse(stop_price[stopped], gap_open[stopped])
+        exit_bar[name] = at
+        gross[name] = sign * (price / entry - 1.0)
+        risk[name] = sign * (1.0 - stop_price / entry)
+    return BarrierTrades(exit_bar, gross, risk)
+
+
+def labels_and_trades(
+    timestamp_ms: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    horizon_ms: int,
+    upper1: float | np.ndarray,
+    upper2: float | np.ndarray,
+    lower: float | np.ndarray,
+) -> tuple[Labels, BarrierTrades]:
+    """`triple_barrier_labels` and `barrier_trades` from one pass over the horizon."""
+    ts = np.asarray(timestamp_ms, np.int64)
+    t = _first_touches(ts, high, low, close, horizon_ms, upper1, upper2, lower)
+    return _labels_from(t, ts, horizon_ms), _trades_from(t, open_, close)
 
 
 def causal_volatility(timestamp_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:

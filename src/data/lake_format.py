@@ -1,12 +1,14 @@
 """The processed lake on disk: file names, columns and metadata (no reading logic).
 
-  * ``{SYMBOL}_{YYYY-MM}.parquet``: columns timestamp, symbol, the features (float32,
-    in `FEATURE_NAMES` order), label (int8), horizon_end; sorted by timestamp; the
-    key-value metadata ``saimp`` holds JSON {version, features, bar_ms, label}.
-  * ``manifest.json``: the same, plus every file's rows, time range and label counts,
-    and what was left out of the raw data (bad rows, collapsed duplicates).
-  * ``_quarantine.parquet`` (only when `--on-bad-rows drop` left rows out): file, row,
-    symbol, timestamp, reason of each. The leading ``_`` keeps the loader off it.
+* ``{SYMBOL}_{YYYY-MM}.parquet``: columns timestamp, symbol, the features (float32,
+  in `FEATURE_NAMES` order), label (int8), horizon_end; then what the backtest needs:
+  close (float64) and, for each trade the barriers define (long, superlong, short),
+  its exit time, gross return and risk (`labels.barrier_trades`); sorted by timestamp; the
+  key-value metadata ``saimp`` holds JSON {version, features, bar_ms, label}.
+* ``manifest.json``: the same, plus every file's rows, time range and label counts,
+  and what was left out of the raw data (bad rows, collapsed duplicates).
+* ``_quarantine.parquet`` (only when `--on-bad-rows drop` left rows out): file, row,
+  symbol, timestamp, reason of each. The leading ``_`` keeps the loader off it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from src.data.labels import label_counts
 from src.data.raw_io import iso_ms
 
 LAKE_VERSION = 2
-"""2: time-true label horizons and the label settings' `barriers` key."""
+"""2: time-true label horizons, the label settings' `barriers` key, the trade columns."""
 TS_TYPE = pa.timestamp("ms", tz="UTC")
 QUARANTINE_NAME = "_quarantine.parquet"
 # Files prepare writes; anything else in --data-dir makes it refuse to replace it.
@@ -58,6 +60,11 @@ def lake_schema(feature_names: tuple[str, ...] = FEATURE_NAMES) -> pa.Schema:
             *(pa.field(name, pa.float32()) for name in feature_names),
             pa.field(C.LABEL_COL, pa.int8()),
             pa.field(C.HORIZON_END_COL, TS_TYPE),
+            pa.field(C.CLOSE_COL, pa.float64()),
+            *(
+                pa.field(name, TS_TYPE if name.endswith("_exit") else pa.float64())
+                for name in C.TRADE_COLUMNS
+            ),
         ]
     )
 

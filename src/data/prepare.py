@@ -322,6 +322,7 @@ def prepare_lake(
     log(f"wrote {len(manifest['files'])} files and {C.MANIFEST_NAME} to {out_dir}")
     return manifest
 
+
 # ---------------------------------------------------------------------------- CLI
 
 

@@ -14,10 +14,11 @@ import numpy as np
 import pyarrow as pa
 
 from src.config import LabelConfig
+from src.core.constants import TRADE_NAMES
 from src.core.errors import DataError
 from src.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from src.data.label_mix import move_histogram
-from src.data.labels import causal_volatility, horizon_moves, triple_barrier_labels
+from src.data.labels import causal_volatility, horizon_moves, labels_and_trades
 from src.data.lake_format import TS_TYPE, lake_metadata, lake_schema, write_symbol_files
 from src.data.raw_io import RawCandles, read_symbol
 
@@ -110,8 +111,9 @@ def build_symbol_table(
         candles.taker_buy_volume,
     )
     upper1, upper2, lower, horizon_vol = barrier_fractions(label, candles, bar_ms)
-    labels = triple_barrier_labels(
+    labels, trades = labels_and_trades(
         candles.timestamp,
+        candles.open,
         candles.high,
         candles.low,
         candles.close,
@@ -138,7 +140,12 @@ def build_symbol_table(
         *(pa.array(np.ascontiguousarray(feats[keep, j])) for j in range(len(FEATURE_NAMES))),
         pa.array(labels.label[keep], pa.int8()),
         pa.array(labels.decided_ms[keep], TS_TYPE),
+        pa.array(candles.close[keep], pa.float64()),
     ]
+    for name in TRADE_NAMES:
+        columns.append(pa.array(candles.timestamp[trades.exit_bar[name][keep]], TS_TYPE))
+        columns.append(pa.array(trades.gross_return[name][keep], pa.float64()))
+        columns.append(pa.array(trades.risk[name][keep], pa.float64()))
     table = pa.Table.from_arrays(columns, schema=lake_schema())
 
     sample = keep[:: max(1, keep.size // MOVE_SAMPLE)]
