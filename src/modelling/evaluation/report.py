@@ -34,7 +34,9 @@ from src.core.constants import CLASS_NAMES
 from src.modelling.evaluation import metrics
 
 REPORT_FORMAT = "saimp-eval-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+"""2: adds `calibration` and `decision` (version 1's keys are unchanged: the top-level
+metrics are the argmax of the model's raw logits)."""
 
 
 def class_metrics(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
@@ -215,6 +217,116 @@ def build_report(
             y_true, y_pred, n_classes=k, draws=null_draws, min_shift=min_shift, seed=seed
         ),
     }
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def calibration_report(
+    y_true: np.ndarray,
+    probs_before: np.ndarray,
+    probs_after: np.ndarray,
+    calibration: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report's `calibration`: the sidecar's method and parameters, and log-loss, ECE
+    and reliability bins of the evaluated split before (softmax of the logits) and after
+    (`apply_calibration`) it. probs (N, C), y_true (N,)."""
+    from src.modelling.prediction.calibration import reliability_bins, scores
+
+    cal = calibration or {}
+    return {
+        "method": cal.get("method", "none"),
+        "params": cal.get("params") or {},
+        "from": "sidecar" if calibration else "none in the sidecar (plain softmax)",
+        "fitted_on": cal.get("fitted_on"),
+        "fitted_n": cal.get("n"),
+        "before": scores(probs_before, y_true),
+        "after": scores(probs_after, y_true),
+        "reliability": {
+            "before": reliability_bins(probs_before, y_true),
+            "after": reliability_bins(probs_after, y_true),
+        },
+    }
+
+
+def summary(cm: np.ndarray) -> dict[str, float]:
+    """macro-F1, balanced accuracy and accuracy of a confusion matrix."""
+    return {
+        "macro_f1": metrics.macro_f1(cm),
+        "balanced_accuracy": metrics.balanced_accuracy(cm),
+        "accuracy": metrics.accuracy(cm),
+    }
+
+
+def decision_report(
+    y_true: np.ndarray,
+    y_rule: np.ndarray,
+    y_argmax_calibrated: np.ndarray,
+    decision: dict[str, Any] | None,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> dict[str, Any]:
+    """The report's `decision`: the sidecar's rule and the metrics of its classes
+    (`decide` on the calibrated probabilities), plus the summary of the calibrated
+    argmax (the `predicted` column of `saimp predict`). Labels and predictions (N,)."""
+    k = len(class_names)
+    dec = decision or {}
+    cm = metrics.confusion_matrix(y_true, y_rule, k)
+    return {
+        "rule": dec.get("rule", "argmax"),
+        **({"thresholds": dec["thresholds"]} if dec.get("thresholds") else {}),
+        "fallback": dec.get("fallback", class_names[0]) if dec.get("thresholds") else None,
+        "objective": dec.get("objective"),
+        "from": "sidecar" if decision else "none in the sidecar (argmax)",
+        "prediction_distribution": distribution(cm.sum(axis=0), class_names),
+        **class_metrics(cm, class_names),
+        "argmax_calibrated": summary(metrics.confusion_matrix(y_true, y_argmax_calibrated, k)),
+    }
+
+
+def format_calibration(report: dict[str, Any]) -> str:
+    """Console lines: the calibration's effect, and argmax against the decision rule."""
+    cal, dec = report["calibration"], report["decision"]
+    split = report.get("split", "evaluated")
+    b, a = cal["before"], cal["after"]
+    if cal["method"] == "none":
+        head = "calibration: none in the sidecar (plain softmax; saimp calibrate fits one)"
+    else:
+        fitted = f", fitted on {cal['fitted_on']}" if cal.get("fitted_on") else ""
+        n = f" ({cal['fitted_n']:,} windows)" if cal.get("fitted_n") else ""
+        head = f"calibration: {cal['method']} (the sidecar's{fitted}{n})"
+    lines = [
+        f"{head}: on the {split} split log-loss {b['log_loss']:.4f} -> {a['log_loss']:.4f}, "
+        f"ECE {b['ece']:.4f} -> {a['ece']:.4f} (top label, 15 bins)"
+    ]
+    names = report["class_names"]
+    w = 21
+    head = f"{'prediction':<{w}} | {'macro-F1':>8} {'bal acc':>9} {'accuracy':>9} | F1 "
+    head += " ".join(f"{n:>9}" for n in names)
+    lines += [head, "-" * len(head)]
+    rows = [
+        ("argmax (raw model)", report, report["per_class"]),
+        ("argmax (calibrated)", dec["argmax_calibrated"], None),
+        (f"rule: {dec['rule']}", dec, dec["per_class"]),
+    ]
+    warning = report.get("warning")
+    for label, m, per_class in rows:
+        if warning:
+            values = f"{'n/a':>8} {'n/a':>9} {'n/a':>9}"
+        else:
+            values = f"{m['macro_f1']:8.3f} {m['balanced_accuracy']:9.3f} {m['accuracy']:9.3f}"
+        f1 = (
+            " ".join(f"{per_class[n]['f1']:9.3f}" for n in names)
+            if per_class
+            else " ".join(f"{'':>9}" for _ in names)
+        )
+        lines.append(f"{label:<{w}} | {values} |    {f1}".rstrip())
+    if dec.get("thresholds"):
+        rule = ", ".join(f"{n} if p >= {t:.3f}" for n, t in dec["thresholds"].items())
+        lines.append(
+            f"rule: {rule} (the largest p / threshold among those reached), else "
+            f"{dec.get('fallback') or names[0]}; chosen on val for {dec.get('objective')}"
+        )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- console

@@ -50,6 +50,7 @@ def run_training(
     extra_hooks: Iterable[Hooks] = (),
     governor: ThreadGovernor | None = None,
     header_on_console: bool = True,
+    calibrate: bool = True,
 ) -> TrainResult:
     """Train as `saimp train` does; return the run's `TrainResult`.
 
@@ -61,6 +62,12 @@ def run_training(
     the run after that epoch's files are written: how a pruned trial stops). Raises
     `UserError` before any data work when an output cannot be written, and
     `RunInterrupted` after SIGINT/SIGTERM.
+
+    `calibrate`: after training, rank 0 fits the calibration and decision rule of the
+    run's best checkpoint on the validation split and writes them into its sidecar (and
+    into the shared best's, when this run's model is there): see
+    `prediction/fit_calibration.py`. A failure there is one warning and leaves the
+    sidecars as training wrote them.
 
     The run's labels are the lake's (`cfg.label` is replaced by what its metadata
     records); a training split of a single class is a `UserError`; "balanced" class
@@ -151,6 +158,15 @@ def run_training(
                 world=world,
             )
             result = trainer.fit(data.train_dl, data.val_dl, t.epochs, resume=resume)
+            if calibrate and world.is_main and result.best_checkpoint.is_file():
+                from src.modelling.prediction.fit_calibration import calibrate_after_training
+
+                calibrate_after_training(
+                    result.best_checkpoint,
+                    [p for p in (checkpoints.run_best, checkpoints.best_path) if p is not None],
+                    data_dir=cfg.paths.data_dir,
+                    device=device,
+                )
         except RunInterrupted as stop:
             log.info(
                 f"[STOP] {stop}: the full training state is in {stop.last_path}; continue "
