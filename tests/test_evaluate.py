@@ -237,8 +237,11 @@ def lake_rows(lake: Path, features: list[str]) -> tuple[np.ndarray, np.ndarray, 
     return ts, x.astype(np.float32), y
 
 
-def direct_predictions(checkpoint: Path, lake: Path, start_ms: int) -> tuple[np.ndarray, ...]:
-    """Windows ending at every bar >= start_ms, normalised by hand, run through the model."""
+def direct_predictions(
+    checkpoint: Path, lake: Path, start_ms: int, *, with_logits: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Windows ending at every bar >= start_ms, normalised by hand, run through the model:
+    labels, argmax predictions (and the logits, float32 (N, C), `with_logits`)."""
     sidecar = json.loads(sidecar_path(checkpoint).read_text())
     norm = sidecar["normalizer"]
     ts, x, y = lake_rows(lake, sidecar["features"])
@@ -251,6 +254,8 @@ def direct_predictions(checkpoint: Path, lake: Path, start_ms: int) -> tuple[np.
     model.load_state_dict(load_state_dict_file(checkpoint))
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(b)) for b in np.array_split(windows, 7)])
+    if with_logits:
+        return y[ends], logits.argmax(dim=1).numpy(), logits.numpy()
     return y[ends], logits.argmax(dim=1).numpy()
 
 

@@ -13,6 +13,11 @@ breaks the alignment but keeps the autocorrelation of overlapping windows and la
 The margin therefore reflects the test set's size *and* its effective number of
 independent samples; a plain permutation (shown in the messages) would make it several
 times too tight. Three pipelines, about 10 s each on one thread.
+
+The same holds as a trade: on random_walk data, the model's expectancy after costs
+does not beat its own decisions circularly shifted in time (the backtest's `random`
+baseline) by more than 4 of that baseline's standard deviations; on planted data it
+does.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from src.data import synthetic
 from src.data.prepare import prepare_lake
 from src.modelling.evaluate import evaluate_checkpoint
 from src.modelling.evaluation import metrics
+from src.modelling.trading.backtest_run import backtest_checkpoints
+from src.modelling.trading.engine import Costs
 from src.modelling.train import main as train_main
 
 pytestmark = pytest.mark.slow
@@ -79,6 +86,24 @@ def run_pipeline(root: Path, mode: str, *, leak: bool = False) -> dict:
     return evaluate_checkpoint(checkpoint, log=lambda _: None).report
 
 
+def trading_verdict(root: Path) -> tuple[float, float, str]:
+    """(model expectancy, threshold, message) of the test split's backtest: threshold =
+    the shifted-decision baseline's mean + SIGMAS sd, after 2 bps of costs per side."""
+    report = backtest_checkpoints(
+        [root / "saimp_best.pth"], costs=Costs(fee_bps=1, slippage_bps=1), draws=100,
+        log=lambda _: None,
+    ).report  # fmt: skip
+    rnd = report["baselines"]["random"]
+    threshold = rnd["expectancy_bps"] + SIGMAS * rnd["expectancy_bps_sd"]
+    message = (
+        f"expectancy {report['expectancy_bps']:.2f} bps over {report['n_trades']} trades vs "
+        f"shifted decisions {rnd['expectancy_bps']:.2f} ± {rnd['expectancy_bps_sd']:.2f} bps; "
+        f"threshold {threshold:.2f}; always long "
+        f"{report['baselines']['always_long']['expectancy_bps']:.2f}"
+    )
+    return report["expectancy_bps"], threshold, message
+
+
 def permutation_sd(report: dict, y_true: np.ndarray | None = None) -> float:
     """Spread of macro-F1 if windows were independent (for contrast in the messages)."""
     cm = np.asarray(report["confusion_matrix"])
@@ -117,6 +142,9 @@ def test_random_walk_canary_does_not_beat_chance(tmp_path: Path) -> None:
     print("\n[canary random_walk]", message)
     assert report["n_samples"] > 100_000, message
     assert report["macro_f1"] <= threshold, "look-ahead suspected: " + message
+    expectancy, bar, trade_message = trading_verdict(tmp_path)
+    print("[canary random_walk, as trades]", trade_message)
+    assert expectancy <= bar, "look-ahead suspected: " + trade_message
 
 
 def test_planted_data_clearly_beats_baselines(tmp_path: Path) -> None:
@@ -127,6 +155,9 @@ def test_planted_data_clearly_beats_baselines(tmp_path: Path) -> None:
     assert report["macro_f1"] > threshold, "the pipeline learns nothing: " + message
     assert report["macro_f1"] > base["majority"]["macro_f1"], message
     assert report["balanced_accuracy"] > base["random"]["balanced_accuracy"] + 0.05, message
+    expectancy, bar, trade_message = trading_verdict(tmp_path)
+    print("[reverse check, planted, as trades]", trade_message)
+    assert expectancy > bar, "the signals are not worth acting on: " + trade_message
 
 
 def test_canary_catches_lookahead(tmp_path: Path) -> None:

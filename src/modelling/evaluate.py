@@ -12,8 +12,16 @@ checkpoint's is refused (`sidecar.lake_mismatch`). The loss uses the class weigh
 training loss used (the sidecar's resolved numbers). A split whose true labels hold one
 class gets a `warning` in the report: its macro-F1 and accuracy are not scores.
 
-Writes `{checkpoint_stem}_{split}_report.json` and `.png` (confusion heatmap) next to
-the checkpoint, or in `--out`, prints a table, and prints the JSON's path last. The
+The report's headline metrics (top-level keys, as in reports before calibration) are
+the argmax of the model's raw logits. When the sidecar has a `calibration` (and a
+`decision` rule, both from `saimp calibrate` or the end of `saimp train`), the report
+adds `calibration` (log-loss and ECE on this split before and after it) and `decision`
+(the metrics of the rule's classes), computed with `apply_calibration` and `decide`,
+the functions `saimp predict` uses; without them, the plain softmax and argmax.
+
+Writes `{checkpoint_stem}_{split}_report.json`, `.png` (confusion heatmap of the raw
+argmax) and `_reliability.png` (reliability diagram before and after calibration) next
+to the checkpoint, or in `--out`, prints a table, and prints the JSON's path last. The
 numbers are computed in `evaluation/report.py` (see there for the baselines and the
 chance level).
 """
@@ -35,14 +43,18 @@ import torch
 from src.core import constants as C
 from src.core.errors import ArgumentParser, DataError, UserError
 from src.core.paths import writable_dir
+from src.core.threads import apply_thread_budget
 from src.flags import alias
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
-from src.modelling.checkpointing.sidecar import lake_mismatch, sidecar_class_weights
+from src.modelling.checkpointing.sidecar import sidecar_class_weights
 from src.modelling.evaluation import report as rp
 from src.modelling.evaluation.confusion_plot import plot_confusion
-from src.modelling.evaluation.inference import eval_config, load_model, predict, split_bounds_of
+from src.modelling.evaluation.inference import load_model, open_split, predict
+from src.modelling.evaluation.reliability_plot import plot_reliability
 from src.modelling.labels import lake_label
+from src.modelling.prediction.calibration import apply_calibration, softmax
+from src.modelling.prediction.decision import decide
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +120,18 @@ def evaluate_checkpoint(
     null_draws: int = DEFAULT_NULL_DRAWS,
     seed: int = 0,
     log: Callable[[str], None] = logger.info,
+    tick: Callable[[], Any] | None = None,
+    costs: Any = None,
+    short_stops: bool = False,
+    backtest_draws: int = 100,
 ) -> EvalResult:
-    """Rebuild the checkpoint's model and normalisation, stream `split`, write the report."""
-    from src.data.dataloader import build_data
-    from src.data.lake import scan_lake_for
-    from src.data.normalize import Normalizer
+    """Rebuild the checkpoint's model and normalisation, stream `split`, write the report.
 
+    The report's top-level metrics are the argmax of the model's raw logits, as before
+    calibration existed; `report["calibration"]` and `report["decision"]` hold the
+    sidecar's calibration (log-loss and ECE before and after) and the metrics of its
+    decision rule, computed with `apply_calibration` and `decide` as `saimp predict` does.
+    """
     if split not in SPLIT_NAMES:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
     if batch_size < 1:
@@ -122,48 +140,26 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     model, sidecar = load_model(checkpoint)
     json_path, png_path = report_paths(checkpoint, split, Path(out_dir) if out_dir else None)
+    reliability_png = json_path.with_name(json_path.stem + "_reliability.png")
     # Before the work, not after it; the reports go beside the checkpoint without --out.
     writable_dir(json_path.parent, "--out" if out_dir else "--checkpoint")
-    bounds = split_bounds_of(sidecar, sidecar_path(checkpoint))
-    if data_dir is None:
-        data_dir = (sidecar.get("config") or {}).get("paths", {}).get("data_dir")
-        if data_dir is None:
-            raise UserError(
-                "--data-dir: the sidecar does not name the training lake; pass --data-dir DIR"
-            )
-    data_dir = Path(data_dir)
-    normalizer = Normalizer.from_dict(sidecar["normalizer"])
-    cfg = eval_config(sidecar, data_dir, batch_size, bounds)
-    try:
-        # The lake against the checkpoint first, before a loader fails on what differs
-        # (a scan reads no feature column: milliseconds per 100k rows).
-        mismatch = lake_mismatch(sidecar, scan_lake_for(cfg.data, data_dir))
-        if mismatch is None:
-            data = build_data(cfg, splits=(split,), normalizer=normalizer)
-    except DataError as err:
-        raise DataError(f"{err} [split bounds from {sidecar_path(checkpoint)}]") from None
-    if mismatch:
-        raise DataError(mismatch)
-    if (data.bounds.val_start_ms, data.bounds.test_start_ms) != (
-        bounds.val_start_ms,
-        bounds.test_start_ms,
-    ):  # the ISO round trip must be exact; never evaluate on a shifted split
-        raise RuntimeError(f"split bounds {data.bounds} differ from the checkpoint's {bounds}")
-    if data.index.num_features != model.cfg.n_features:
-        raise DataError(
-            f"{data_dir}: {data.index.num_features} features per bar, the checkpoint expects "
-            f"{model.cfg.n_features}; evaluate on a lake prepared with the same features"
-        )
+    opened = open_split(
+        checkpoint, model, sidecar, data_dir=data_dir, split=split, batch_size=batch_size
+    )
+    data, data_dir, bounds = opened.data, opened.data_dir, opened.bounds
 
-    # Fixed, chronological order for every split (train is built shuffled for training):
-    # the chance level shifts predictions along time.
-    getattr(data, split).shuffle = False
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = sidecar_class_weights(sidecar)  # the numbers the training loss used
-    preds = predict(model, getattr(data, f"{split}_dl"), device=device, class_weights=weights)
+    preds = predict(
+        model, getattr(data, f"{split}_dl"), device=device, class_weights=weights, tick=tick
+    )
     expected = data.index.num_windows(split)
     if preds.y_true.size != expected:
         raise RuntimeError(f"streamed {preds.y_true.size} windows of {split}, expected {expected}")
+    # What `saimp predict` computes for the same windows: the same two functions.
+    calibration, decision = sidecar.get("calibration"), sidecar.get("decision")
+    probs = apply_calibration(preds.logits, calibration)
+    y_rule = decide(probs, decision)
 
     train_counts, counts_from = _train_counts(sidecar, data.summary)
     report = rp.build_report(
@@ -187,7 +183,26 @@ def evaluate_checkpoint(
             "png": str(png_path),
         },
     )
+    class_names = report["class_names"]
+    report["calibration"] = {
+        **rp.calibration_report(preds.y_true, softmax(preds.logits), probs, calibration),
+        "png": str(reliability_png),
+    }
+    report["decision"] = rp.decision_report(
+        preds.y_true, y_rule, decide(probs, None), decision, class_names
+    )
+    report["backtest"] = _backtest_section(
+        checkpoint, model, sidecar, data_dir, split, device, batch_size, costs, short_stops,
+        backtest_draws, seed, log,
+    )  # fmt: skip
     plot_confusion(report, png_path)
+    cal = report["calibration"]
+    plot_reliability(
+        cal["reliability"],
+        reliability_png,
+        title=f"{checkpoint.name}, {split} split: calibration {cal['method']}",
+        ece={k: cal[k]["ece"] for k in ("before", "after")},
+    )
     atomic_save_json(report, json_path)
 
     log(
@@ -198,9 +213,62 @@ def evaluate_checkpoint(
     log(rp.format_report(report))
     if report["loss"] is not None:
         log(f"loss (class-weighted cross-entropy, as val_loss in training): {report['loss']:.4f}")
-    log(f"[EVAL] heatmap {png_path} | {time.perf_counter() - started:.1f}s")
+    log("")
+    log(rp.format_calibration(report))
+    if report["backtest"] is not None:
+        from src.modelling.trading.backtest_run import format_table
+
+        bt = report["backtest"]
+        log("")
+        log(
+            f"backtest (saimp backtest's rules; fees {bt['costs']['fee_bps']:g} + slippage "
+            f"{bt['costs']['slippage_bps']:g} bps per side):"
+        )
+        log(format_table(bt))
+    log(
+        f"[EVAL] heatmap {png_path} | reliability diagram {reliability_png} | "
+        f"{time.perf_counter() - started:.1f}s"
+    )
     log(str(json_path))
     return EvalResult(report, json_path, png_path)
+
+
+def _backtest_section(
+    checkpoint: Path,
+    model: torch.nn.Module,
+    sidecar: dict[str, Any],
+    data_dir: Path,
+    split: str,
+    device: torch.device,
+    batch_size: int,
+    costs: Any,
+    short_stops: bool,
+    draws: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The split traded as `saimp backtest` trades it (no equity arrays), or None with a
+    warning for a lake prepared before it carried the trades' columns."""
+    from src.modelling.prediction.from_lake import open_lake
+    from src.modelling.prediction.predictor import Predictor
+    from src.modelling.trading.backtest_run import backtest_split, split_range
+    from src.modelling.trading.engine import Costs
+
+    costs = costs or Costs()
+    predictor = Predictor(model, sidecar, device=device, batch_size=batch_size)
+    from_ms, to_ms = split_range(sidecar, checkpoint, split)
+    try:
+        section = backtest_split(
+            predictor, open_lake(predictor, Path(data_dir)), from_ms, to_ms, costs=costs,
+            short_stops=short_stops, draws=draws, seed=seed,
+        )  # fmt: skip
+    except DataError as err:
+        logger.warning(f"no backtest: {err}")
+        return None
+    section.pop("equity")
+    section["costs"] = {"fee_bps": costs.fee_bps, "slippage_bps": costs.slippage_bps}
+    section["short_stops"] = short_stops
+    return section
 
 
 # ---------------------------------------------------------------------------- command line
@@ -230,6 +298,17 @@ def build_parser(prog: str = "saimp evaluate") -> argparse.ArgumentParser:
         help="shifted-prediction draws for the chance level of macro-F1 (0: skip)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the chance-level draws")
+    p.add_argument("--fee-bps", type=float, default=0.0, help="backtest: fee per side, bps")
+    p.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="backtest: slippage per side, bps"
+    )
+    p.add_argument("--short-stops", action="store_true", help="backtest: open a short on Stop")
+    p.add_argument(
+        "--random-draws",
+        type=int,
+        default=100,
+        help="backtest: draws of the shifted-decision baseline",
+    )
     return p
 
 
@@ -243,6 +322,17 @@ def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
             raise UserError(f"--device: unknown device {device!r}") from None
     if args.null_draws < 0:
         raise UserError(f"--null-draws must be >= 0, got {args.null_draws}")
+    if args.random_draws < 0:
+        raise UserError(f"--random-draws must be >= 0, got {args.random_draws}")
+    from src.modelling.trading.engine import Costs
+
+    try:
+        costs = Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    governor = None
+    if torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+        _, governor = apply_thread_budget()  # share the cores as training does
     evaluate_checkpoint(
         args.checkpoint,
         data_dir=args.data_dir,
@@ -252,6 +342,10 @@ def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
         device=device,
         null_draws=args.null_draws,
         seed=args.seed,
+        tick=governor.tick if governor is not None else None,
+        costs=costs,
+        short_stops=args.short_stops,
+        backtest_draws=args.random_draws,
     )
     return 0
 

@@ -1,0 +1,1 @@
+"""Judging signals as trades: a cost-aware backtest on the labels' own barriers."""
