@@ -129,6 +129,12 @@ class DataConfig:
     """ISO date where validation starts; overrides `val_fraction` when set."""
     test_start: str | None = None
     """ISO date where test starts; overrides `test_fraction` when set."""
+    embargo_minutes: int = 0
+    """Windows whose last bar lies within this many minutes after a split boundary belong to
+    no split: a gap between train, validation and test (Lopez de Prado's embargo)."""
+    train_start: str | None = None
+    """ISO date where training starts; windows before it belong to no split (rolling
+    walk-forward); fractions are then of the time from it."""
     max_gap_bars: float = 1.5
     """A window never spans two consecutive bars further apart than this many bar intervals."""
     row_group_rows: int = 8192
@@ -150,6 +156,8 @@ class DataConfig:
         _fraction("data.test_fraction", self.test_fraction)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("data.val_fraction + data.test_fraction must leave time for training")
+        if self.embargo_minutes < 0:
+            raise ValueError(f"data.embargo_minutes must be >= 0, got {self.embargo_minutes}")
         if self.max_gap_bars < 1:
             raise ValueError(f"data.max_gap_bars must be >= 1, got {self.max_gap_bars}")
         _positive("data.row_group_rows", self.row_group_rows)

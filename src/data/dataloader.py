@@ -430,10 +430,11 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tenso
 
 def _empty_split_message(index: LakeIndex, split: str) -> str:
     b = index.bounds
+    since = "" if b.train_start_ms is None else f"from {iso(b.train_start_ms)} "
     ranges = {
-        "train": f"before {iso(b.val_start_ms)}",
-        "val": f"{iso(b.val_start_ms)} to {iso(b.test_start_ms)}",
-        "test": f"from {iso(b.test_start_ms)}",
+        "train": f"{since}before {iso(b.val_start_ms)}",
+        "val": f"{iso(b.val_start_ms + b.embargo_ms)} to {iso(b.test_start_ms)}",
+        "test": f"from {iso(b.test_start_ms + b.embargo_ms)}",
     }
     return (
         f"{index.data_dir}: the {split} split has no windows ({ranges[split]}; data spans "

@@ -103,7 +103,8 @@ class LakeIndex:
     t_max_ms: int
     n_rows: int
     purged_windows: int
-    """Complete windows whose label horizon crosses a split boundary (in no split)."""
+    """Complete windows in no split: their label horizon crosses a split boundary, they
+    lie in an embargo, or before the training start (`src.data.split`)."""
     short_rows: int
     """Rows with fewer than seq_len - 1 contiguous bars before them (end no window)."""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -660,6 +661,8 @@ def bounds_from_config(data_cfg: Any) -> BoundsFn:
             test_fraction=data_cfg.test_fraction,
             val_start=data_cfg.val_start,
             test_start=data_cfg.test_start,
+            embargo_minutes=getattr(data_cfg, "embargo_minutes", 0),
+            train_start=getattr(data_cfg, "train_start", None),
         )
 
     return bounds

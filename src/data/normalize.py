@@ -1,11 +1,11 @@
 """Per-feature standardisation fitted on the training split only.
 
-`fit_normalizer` streams the rows of the training time range (timestamp < val_start)
-unit by unit and merges per-unit float64 moments (Chan et al.'s pairwise update), so
-it is exact to float64 precision without holding the split in memory and without the
-cancellation of a plain sum of squares. Validation and test rows never touch the
-statistics, which is what keeps evaluation honest. The statistics travel with the
-checkpoint through `to_dict()` / `from_dict()`.
+`fit_normalizer` streams the rows of the training time range (train_start <=
+timestamp < val_start) unit by unit and merges per-unit float64 moments (Chan et al.'s
+pairwise update), so it is exact to float64 precision without holding the split in
+memory and without the cancellation of a plain sum of squares. Validation and test rows
+never touch the statistics, which is what keeps evaluation honest. The statistics travel
+with the checkpoint through `to_dict()` / `from_dict()`.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def fit_normalizer(
     world_size: int = 1,
     gather: Gather | None = None,
 ) -> Normalizer:
-    """Fit mean and std on every row with timestamp < val_start (the training time range).
+    """Fit mean and std on every row with train_start <= timestamp < val_start (the
+    training time range; train_start: the bounds' `train_start_ms`, -inf when None).
 
     Rows are streamed one unit at a time; only units that start before validation are
     read. With `world_size > 1`, rank r reads only every world_size-th of those units
@@ -144,7 +145,10 @@ def fit_normalizer(
     if gather is None:  # no way to combine shares: read every unit here
         rank, world_size = 0, 1
     names = index.feature_names
-    train_units = np.flatnonzero(index.units.first_ms < index.bounds.val_start_ms)
+    in_range = index.units.first_ms < index.bounds.val_start_ms
+    if index.bounds.train_start_ms is not None:
+        in_range &= index.units.last_ms >= index.bounds.train_start_ms
+    train_units = np.flatnonzero(in_range)
     mine = train_units[rank::world_size]
     try:
         part: list[_Moments] | str = _unit_moments(index, mine, FileCache())
@@ -170,14 +174,15 @@ def fit_normalizer(
 def _unit_moments(index: LakeIndex, units: np.ndarray, cache: FileCache) -> list[_Moments]:
     """Moments of the training-range rows of each unit, in the order given."""
     names = index.feature_names
-    val_start = index.bounds.val_start_ms
+    val_start, start = index.bounds.val_start_ms, index.bounds.train_start_ms
     out = []
     try:
         for u in units:
             lf = index.files[index.units.file[u]]
             rg = int(index.units.row_group[u])
             table = read_columns(cache.get(lf.path), lf.path, rg, [C.TIMESTAMP_COL, *names])
-            keep = column_ms(table, C.TIMESTAMP_COL) < val_start
+            ts = column_ms(table, C.TIMESTAMP_COL)
+            keep = (ts < val_start) if start is None else (ts < val_start) & (ts >= start)
             block = np.stack([table.column(n).to_numpy() for n in names], axis=1)[keep]
             if not np.isfinite(block).all():
                 col = names[int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])]

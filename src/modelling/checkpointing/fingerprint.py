@@ -40,6 +40,10 @@ def result_fingerprint(cfg: Config, data: Any) -> dict[str, Any]:
         for key, value in values[section].items()
         if key not in _FREE_TO_CHANGE.get(section, set())
     )
+    # Left out at their defaults, so a state written before they existed still resumes.
+    for key, default in (("data.embargo_minutes", 0), ("data.train_start", None)):
+        if key in flat and flat[key] == default:
+            del flat[key]
     flat["lake.files"] = int(data.summary["files"])
     flat["lake.rows"] = int(data.summary["rows"])
     return flat

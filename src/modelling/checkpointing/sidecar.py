@@ -84,8 +84,12 @@ def comparable_part(sidecar: dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, dict):
         model = {k: v for k, v in model.items() if k != "dropout"}
     keys = ("features", "bar_ms", "split", "lake")
+    split = sidecar.get("split")
+    if isinstance(split, dict):  # a split recorded before the embargo: none, from -inf
+        split = {"embargo_ms": 0, "train_start_ms": None, **split}
     return {
         **{k: sidecar.get(k) for k in keys},
+        "split": split,
         "model": model,
         "label": label_meta(sidecar_label(sidecar)),
     }

@@ -66,7 +66,8 @@ def run_header(
                 f"{_distribution(s['label_counts'][split])}"
             )
     lines.append(
-        f"[DATA] purged (label horizon crosses a split): {s.get('purged', 0)} | dropped to "
+        f"[DATA] in no split (purged, embargoed, before the training start): "
+        f"{s.get('purged', 0)} | dropped to "
         f"balance ranks: {s.get('dropped', 0)}"
     )
     lines += weight_lines(t.class_weights, weights, data.index.label_counts("train"))

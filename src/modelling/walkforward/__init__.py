@@ -1,0 +1,1 @@
+"""Walk-forward evaluation: folds, one fold's training and judgement, pooling, report."""
