@@ -1,6 +1,8 @@
 """`saimp`: one command for the whole lifecycle, one subcommand per step.
 
-    saimp synthetic | prepare | train | evaluate | tune | plot  [flags]   (saimp CMD --help)
+    saimp synthetic | prepare | train | evaluate | predict | calibrate | backtest |
+          walk-forward | export | tune | plot
+          [flags]   (saimp CMD --help)
 
 Each subcommand is the `main()` of its module (`python -m src.data.prepare` and so on
 work the same); they share flag names: `--data-dir` (processed lake), `--raw-dir` (raw
@@ -21,6 +23,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("src.data.prepare", "raw candles (--raw-dir) -> features and labels (--data-dir)"),
     "train": ("src.modelling.train", "train SAIMP on the lake; prints the best checkpoint"),
     "evaluate": ("src.modelling.evaluate", "report a checkpoint on a split, beside baselines"),
+    "predict": ("src.modelling.predict", "probabilities and decisions for new candles or a lake"),
+    "calibrate": ("src.modelling.calibrate", "fit a checkpoint's calibration and decision rule"),
+    "backtest": (
+        "src.modelling.backtest",
+        "trade a checkpoint's decisions after costs, beside baselines",
+    ),
+    "walk-forward": (
+        "src.modelling.walk_forward",
+        "train on the past, judge the next period, K times; the pooled report",
+    ),
+    "export": ("src.modelling.export", "the model as ONNX with its sidecar, checked"),
     "tune": ("src.modelling.tune", "hyperparameter search (Optuna), resumable and parallel"),
     "plot": ("src.modelling.observability.plots", "redraw a run's PNG from its JSONL"),
 }
