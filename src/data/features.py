@@ -104,7 +104,7 @@ def compute_features(
     order; rows before WARMUP_BARS hold NaN.
 
     Inputs are one symbol's bars in time order; prices must be > 0 and volumes >= 0
-    (`raw_io` checks this).
+    (`raw_checks` checks this).
     """
     o, h, lo, c, v = (np.asarray(a, dtype=np.float64) for a in (open_, high, low, close, volume))
     tb = None if taker_buy_volume is None else np.asarray(taker_buy_volume, np.float64)

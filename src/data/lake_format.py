@@ -26,7 +26,7 @@ from src.config import LabelConfig
 from src.core import constants as C
 from src.data.features import FEATURE_NAMES
 from src.data.labels import label_counts
-from src.data.raw_io import iso_ms
+from src.data.raw_checks import iso_ms
 
 LAKE_VERSION = 2
 """2: time-true label horizons, the label settings' `barriers` key, the trade columns."""

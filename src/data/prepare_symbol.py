@@ -163,7 +163,7 @@ def build_symbol_table(
 
 
 def bad_rows_table(bad_rows: list[Any]) -> pa.Table:
-    """`raw_io.BadRow`s as a `BAD_ROW_SCHEMA` table."""
+    """`raw_checks.BadRow`s as a `BAD_ROW_SCHEMA` table."""
     return pa.Table.from_pydict(
         {
             "file": [b.file for b in bad_rows],

@@ -1,49 +1,19 @@
-"""Read raw candles (docs/design.md, "Data contract") and check them.
+"""Read raw candles (docs/design.md, "Data contract") and check them: the entry point.
 
-Accepted files in the raw directory (not its subdirectories):
+The contract is told in parts, each in the module that implements it:
 
-* ``*.parquet`` with the contract's columns: ``timestamp`` (a timestamp type, or
-  integer epoch time), ``open, high, low, close, volume``, optional
-  ``taker_buy_volume`` and ``symbol``. Other columns are ignored.
-* ``*.csv`` / ``*.zip`` (a zip holding one ``.csv``), in one of two layouts:
-  - Binance kline export without a header: open_time, open, high, low, close, volume,
-    close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume, ignore;
-  - a header row naming the columns. Names are matched case-insensitively, and
-    Binance's ``open_time`` stands in for ``timestamp`` (Binance's newer exports carry
-    such a header).
+* `raw_files`: the accepted files (Parquet, Binance's headerless CSV, a CSV with a
+  header, a zip holding one CSV), listing and parsing them;
+* `raw_columns`: the columns, their types, empty values and epoch time units;
+* `raw_names`: the symbol (and interval) a file name gives when there is no ``symbol``
+  column;
+* `raw_grid`: the bar interval, from the timestamps' grid and the file name;
+* `raw_checks`: the value contract and bad rows, under ``on_bad_rows`` ``"error"``
+  (the default) or ``"drop"`` (`BadRow` records).
 
-Timestamps are UTC; a timestamp type without a time zone is read as UTC. Integer
-timestamps are epoch time whose unit is told by magnitude (Binance switched from
-milliseconds to microseconds in 2025): below 1e11 seconds, below 1e14 milliseconds,
-below 1e17 microseconds, else nanoseconds; one file must use one unit. Everything is
-converted to int64 milliseconds.
-
-Symbols. A ``symbol`` column names each row's symbol as it is written. Without one, the
-symbol is the file's stem before its *interval token*, upper-cased, separators kept; an
-interval token is a ``-`` or ``_`` separated token like Binance's intervals (``1s``,
-``1m``, ``15m``, ``4h``, ``1d``, ``1w``, and months ``1M`` / ``1mo``):
-``BTCUSDT-1m-2024-01.zip`` -> ``BTCUSDT``, ``BTCUSD_PERP-1m-2024-01.zip`` ->
-``BTCUSD_PERP``, ``BTCUSD_240329-1m-2024-02.zip`` -> ``BTCUSD_240329``. Without an
-interval token it is the stem before the first date (a ``YYYY`` token followed by a
-month token: ``synth_2024-01.parquet`` -> ``SYNTH``), else the whole stem (``SOL.csv``
--> ``SOL``). A name is never cut inside the symbol, so different contracts stay apart.
-
-Bar interval. A file's bars lie on a grid: the greatest common divisor of the steps
-between its timestamps (`bar_grid_ms`), which missing bars do not change. When the file
-name has an interval token and the grid is a whole multiple of it, the named interval is
-the bar interval (a ``1m`` file with every other minute missing still has 1-minute
-bars). Rejected: a grid that is not a whole multiple of the named interval, a grid
-below one second (timestamps that are not bar open times), files of one symbol with
-different intervals, or offset against each other on the interval's grid.
-
-Bad rows. A row breaks the value contract with a null, NaN or infinite value, a price
-<= 0, a negative volume, taker-buy volume above the volume, high < low, or open or close
-outside [low, high]. A row is out of order when its timestamp is below the latest
-timestamp of the earlier valid rows of its file and symbol. The caller chooses what
-happens to such rows with ``on_bad_rows``:
-
-* ``"error"`` (the default): a `DataError` for the first one, naming file, column, row;
-* ``"drop"``: they are left out and reported as `BadRow` records (file, row, reason).
+This module joins them: `table_to_candles` / `read_raw_file` check one file's rows
+symbol by symbol, `merge_chunks` joins a symbol's files, and `read_symbol` /
+`read_raw_dir` read a directory. The public names of the parts are re-exported here.
 
 Duplicates. A symbol's rows from all its files are put in time order (stable: files by
 name, then rows), so its files may overlap. Rows at one timestamp that are identical in
@@ -54,9 +24,9 @@ timestamp; ``"drop"`` leaves out every row at that timestamp (reason
 
 Always a `DataError` naming the file: a missing or mistyped column, an empty ``symbol``
 (the row belongs to no symbol), a negative timestamp or mixed time units, an interval
-problem above, a symbol with ``taker_buy_volume`` in some files only, a file that cannot
-be parsed (corrupt Parquet, CSV or zip), and a symbol left with no valid row or, when
-the interval is unknown, fewer than two bars.
+problem (`raw_grid`), a symbol with ``taker_buy_volume`` in some files only, a file that
+cannot be parsed (corrupt Parquet, CSV or zip), and a symbol left with no valid row or,
+when the interval is unknown, fewer than two bars.
 
 One symbol at a time: `symbols_in_file` reads only the ``symbol`` column and
 `read_symbol` only one symbol's rows (Parquet row group by row group, CSV block by
@@ -66,91 +36,56 @@ same `BadRow` order (by file name, then row).
 
 from __future__ import annotations
 
-import re
-import zipfile
-import zlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from src.core import constants as C
 from src.core.errors import DataError
-
-RAW_SUFFIXES: tuple[str, ...] = (".parquet", ".csv", ".zip")
-
-PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-NUMBER_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume", "taker_buy_volume")
-TAKER_COL = "taker_buy_volume"
-
-BadRowPolicy = Literal["error", "drop"]
-#: The values `on_bad_rows` takes (module docstring).
-BAD_ROW_POLICIES: tuple[str, ...] = ("error", "drop")
-#: `BadRow.reason` of the rows at a timestamp whose rows differ.
-CONFLICT_REASON = "conflicting duplicate timestamp"
-#: `BadRow.reason` of a row earlier than an earlier row of its file.
-OUT_OF_ORDER_REASON = "'timestamp' is earlier than an earlier row"
-#: Bar grids below this many milliseconds are not bars.
-MIN_BAR_MS = 1000
-
-#: Column layout of a Binance kline CSV (no header).
-BINANCE_COLUMNS: tuple[str, ...] = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
+from src.data.raw_checks import (
+    BAD_ROW_POLICIES,
+    CONFLICT_REASON,
+    OUT_OF_ORDER_REASON,
+    BadRow,
+    BadRowPolicy,
+    _check_policy,
+    _duplicates,
+    _late,
+    _raise_order,
+    _Triage,
+    _value_checks,
+    iso_ms,
 )
-
-# Upper bounds (exclusive) of epoch values in seconds, ms, us; above: ns.
-_UNIT_BOUNDS = (1e11, 1e14, 1e17)
-_UNIT_TO_MS = (1000.0, 1.0, 1e-3, 1e-6)
-_UNIT_NAMES = ("seconds", "milliseconds", "microseconds", "nanoseconds")
-# open/close may sit outside [low, high] by this relative amount (float32 rounding).
-_CONTAIN_TOL = 1e-6
-
-# File-name tokens: Binance intervals (m = minutes, M / mo = months), years, months.
-_INTERVAL_TOKEN = re.compile(r"([1-9]\d*)(s|m|h|d|w|mo|M)")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_YEAR_TOKEN = re.compile(r"\d{4}")
-_MONTH_TOKEN = re.compile(r"0[1-9]|1[0-2]")
-# Units for durations in messages, largest first.
-_DURATIONS = (
-    (604_800_000, "week"),
-    (86_400_000, "day"),
-    (3_600_000, "hour"),
-    (60_000, "minute"),
-    (1000, "second"),
+from src.data.raw_columns import (
+    NUMBER_COLUMNS,
+    TAKER_COL,
+    _check_no_nulls,
+    _empty_symbol,
+    _first_null_row,
+    _float_column,
+    _null_mask,
+    _require_columns,
+    _symbol_column,
+    _symbol_selections,
+    _timestamp_ms,
 )
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row left out under ``on_bad_rows="drop"``."""
-
-    file: str
-    """File name."""
-    row: int
-    """Row in that file (0 = first data row)."""
-    symbol: str
-    timestamp_ms: int | None
-    """Epoch milliseconds, UTC; None when the timestamp itself is empty."""
-    reason: str
-    """What is wrong, e.g. ``'high' is below 'low'``."""
+from src.data.raw_files import (
+    BINANCE_COLUMNS,
+    _symbol_rows,
+    list_raw_files,
+    read_table,
+    symbols_in_file,
+)
+from src.data.raw_grid import (
+    MIN_BAR_MS,
+    _duration,
+    _file_bar_ms,
+    _interval_adjective,
+    bar_grid_ms,
+)
+from src.data.raw_names import RAW_SUFFIXES, interval_from_filename, symbol_from_filename
 
 
 @dataclass(frozen=True)
@@ -173,7 +108,7 @@ class RawCandles:
     row: np.ndarray
     """Row number of each candle in its file (0 = first data row), for messages."""
     bar_ms: int | None = None
-    """Bar interval in milliseconds (module docstring, "Bar interval"); None when a file
+    """Bar interval in milliseconds (`raw_grid`, "Bar interval"); None when a file
     has fewer than two timestamps and no interval in its name."""
     bad_rows: tuple[BadRow, ...] = ()
     """Rows left out under ``on_bad_rows="drop"``, by file name and row."""
@@ -205,708 +140,7 @@ class SymbolCandles:
         return len(self.candles)
 
 
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as an ISO-8601 UTC string (`2024-01-01T00:00:00+00:00`)."""
-    try:
-        return datetime.fromtimestamp(int(ms) / 1000.0, tz=UTC).isoformat()
-    except (OverflowError, OSError, ValueError):  # beyond year 9999: still say something
-        return f"{int(ms)} ms since 1970"
-
-
-def _check_policy(on_bad_rows: str) -> None:
-    if on_bad_rows not in BAD_ROW_POLICIES:
-        raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}, got {on_bad_rows!r}")
-
-
-# ------------------------------------------------------------------------ file names
-
-
-def _stem(path: Path) -> str:
-    """The file name without its raw-file suffixes (`X-1m.csv.zip` -> `X-1m`)."""
-    stem = Path(path).name
-    while (suffix := Path(stem).suffix) and suffix.lower() in RAW_SUFFIXES:
-        stem = stem[: -len(suffix)]
-    return stem
-
-
-def _name_parts(path: Path) -> tuple[str, str | None]:
-    """(the symbol part of the stem as written, the interval token or None)."""
-    stem = _stem(path)
-    parts = re.split(r"([-_])", stem)  # tokens at even positions, separators between
-    tokens = parts[0::2]
-
-    def before(k: int) -> str:
-        return "".join(parts[: 2 * k - 1])
-
-    for k in range(1, len(tokens)):
-        if _INTERVAL_TOKEN.fullmatch(tokens[k]) and before(k).strip("-_"):
-            return before(k), tokens[k]
-    for k in range(1, len(tokens) - 1):
-        if (
-            _YEAR_TOKEN.fullmatch(tokens[k])
-            and _MONTH_TOKEN.fullmatch(tokens[k + 1])
-            and before(k).strip("-_")
-        ):
-            return before(k), None
-    return stem, None
-
-
-def symbol_from_filename(path: Path) -> str:
-    """The symbol a file name gives (module docstring, "Symbols"), upper-cased.
-
-    `BTCUSDT-1m-2024-01.zip` -> `BTCUSDT`, `BTCUSD_PERP-1m-2024-01.zip` -> `BTCUSD_PERP`,
-    `synth_2024-01.parquet` -> `SYNTH`, `SOL.csv` -> `SOL`.
-    """
-    return _name_parts(path)[0].upper()
-
-
-def interval_from_filename(path: Path) -> int | None:
-    """The bar interval a file name names, in milliseconds (`X-15m-2024-01.zip` ->
-    900000); None without an interval token, or for months (`1M`, `1mo`), which have
-    no fixed length."""
-    token = _name_parts(path)[1]
-    if token is None:
-        return None
-    match = _INTERVAL_TOKEN.fullmatch(token)
-    assert match is not None
-    unit = _UNIT_MS.get(match.group(2))
-    return None if unit is None else int(match.group(1)) * unit
-
-
-def _duration(ms: int) -> str:
-    """`300000` -> `5 minutes`; `7` -> `7 ms`."""
-    for size, name in _DURATIONS:
-        if ms % size == 0:
-            n = ms // size
-            return f"{n} {name}{'' if n == 1 else 's'}"
-    return f"{ms} ms"
-
-
-def _interval_adjective(ms: int) -> str:
-    """`300000` -> `5-minute`; `7` -> `7-ms`."""
-    for size, name in _DURATIONS:
-        if ms % size == 0:
-            return f"{ms // size}-{name}"
-    return f"{ms}-ms"
-
-
-# ---------------------------------------------------------------------- the bar grid
-
-
-def bar_grid_ms(timestamp_ms: np.ndarray) -> int | None:
-    """The grid the timestamps lie on: the greatest common divisor of the positive steps
-    between them, in milliseconds (any order; repeats are ignored).
-
-    Missing bars do not change it (unlike a median step). None for fewer than two
-    distinct timestamps.
-    """
-    ts = np.asarray(timestamp_ms, dtype=np.int64)
-    steps = np.abs(np.diff(ts))  # gcd of these = gcd of all pairwise differences
-    steps = steps[steps != 0]
-    if steps.size == 0:
-        return None
-    return int(np.gcd.reduce(steps))
-
-
-def _file_bar_ms(ts: np.ndarray, path: Path, symbol: str) -> int | None:
-    """A file's bar interval for one symbol: its grid, or the interval its name gives
-    when the grid is a whole multiple of that."""
-    grid = bar_grid_ms(ts)
-    named = interval_from_filename(path)
-    if grid is not None and grid < MIN_BAR_MS:
-        raise DataError(
-            f"{path}: timestamps are not on a regular bar grid (steps have a greatest "
-            f"common divisor of {grid} ms, symbol {symbol}); use bar open times"
-        )
-    if grid is None or named is None:
-        return named if grid is None else grid
-    if grid % named:
-        raise DataError(
-            f"{path}: the file name says {_name_parts(path)[1]} bars ({_duration(named)}) "
-            f"but the timestamps of symbol {symbol} step by multiples of {_duration(grid)} "
-            "(their greatest common divisor), which is not a whole multiple of it; rename "
-            "the file or fix its timestamps"
-        )
-    return named
-
-
-def list_raw_files(raw_dir: Path) -> list[Path]:
-    """The raw candle files directly in `raw_dir`, sorted by name."""
-    raw_dir = Path(raw_dir)
-    if raw_dir.is_file():
-        raise DataError(
-            f"--raw-dir {raw_dir} is a file; pass the directory that holds the candle files "
-            f"(--raw-dir {raw_dir.parent})"
-        )
-    if not raw_dir.is_dir():
-        raise DataError(
-            f"--raw-dir {raw_dir} does not exist; pass the directory of your candle files, "
-            f"or create synthetic data with `saimp synthetic --raw-dir {raw_dir}`"
-        )
-    files = sorted(
-        p
-        for p in raw_dir.iterdir()
-        if p.is_file() and p.suffix.lower() in RAW_SUFFIXES and not p.name.startswith(".")
-    )
-    if not files:
-        raise DataError(
-            f"no raw candle files ({', '.join('*' + s for s in RAW_SUFFIXES)}) in {raw_dir}"
-        )
-    return files
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _one_line(err: Exception) -> str:
-    """An exception's message on one line (Arrow messages span several)."""
-    return " ".join(str(err).split())
-
-
-def _parquet_error(path: Path, err: Exception) -> DataError:
-    return DataError(f"{path}: not a readable Parquet file ({_one_line(err)})")
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    try:
-        schema = pq.read_schema(path)
-        _require_columns(path, schema.names)
-        return pq.read_table(path, columns=_contract_columns(schema.names))
-    except (pa.ArrowException, OSError) as err:
-        raise _parquet_error(path, err) from None
-
-
-def _zip_csv_bytes(path: Path) -> bytes:
-    """The bytes of the single CSV inside a zip."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = [
-                i
-                for i in zf.infolist()
-                if not i.is_dir()
-                and i.filename.lower().endswith(".csv")
-                and not i.filename.startswith("__MACOSX")
-            ]
-            if len(members) != 1:
-                raise DataError(
-                    f"{path}: a zip must hold exactly one .csv file, found {len(members)}"
-                )
-            return zf.read(members[0])
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-        raise DataError(f"{path}: not a readable zip file ({_one_line(err)})") from None
-
-
-def _csv_bytes(path: Path) -> bytes:
-    """The CSV text of a `.csv` or `.zip` file."""
-    if path.suffix.lower() == ".zip":
-        return _zip_csv_bytes(path)
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({_one_line(err)})") from None
-
-
-def _csv_head(path: Path) -> tuple[str, bytes | None]:
-    """The first line of a `.csv` / `.zip` and, for a zip, its CSV bytes (which are in
-    memory anyway); a `.csv` is only read as far as its first line."""
-    if path.suffix.lower() == ".zip":
-        data = _zip_csv_bytes(path)
-        return _first_line(data), data
-    try:
-        with path.open("rb") as f:
-            return _first_line(f.read(4096)), None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({_one_line(err)})") from None
-
-
-def _first_line(data: bytes) -> str:
-    head = data[:4096].decode("utf-8-sig", errors="replace")
-    return head.splitlines()[0] if head.strip() else ""
-
-
-def _looks_like_number(text: str) -> bool:
-    try:
-        float(text.strip().strip('"'))
-    except ValueError:
-        return False
-    return True
-
-
-def _is_binance(header: str) -> bool:
-    """A first line that starts with a number is data: Binance's headerless layout."""
-    return _looks_like_number(header.split(",")[0])
-
-
-def _binance_options() -> tuple[pacsv.ReadOptions, pacsv.ConvertOptions]:
-    """Options for a headerless Binance kline CSV."""
-    return (
-        pacsv.ReadOptions(column_names=list(BINANCE_COLUMNS)),
-        pacsv.ConvertOptions(
-            include_columns=["open_time", *NUMBER_COLUMNS],
-            column_types={"open_time": pa.int64(), **dict.fromkeys(NUMBER_COLUMNS, pa.float64())},
-        ),
-    )
-
-
-def _headed_names(header: str, path: Path) -> list[str]:
-    """The column names of a CSV's header row, lower-cased (open_time stands in for
-    timestamp); the contract's columns must be among them."""
-    names = [n.strip().strip('"').lower() for n in header.split(",")]
-    if C.TIMESTAMP_COL not in names and "open_time" in names:
-        names[names.index("open_time")] = C.TIMESTAMP_COL
-    _require_columns(path, names)
-    return names
-
-
-def _headed_options(
-    names: list[str], include: list[str] | None = None
-) -> tuple[pacsv.ReadOptions, pacsv.ConvertOptions]:
-    """Options for a CSV whose first row names the columns, reading `include` (default:
-    the contract's columns)."""
-    include = _contract_columns(names) if include is None else include
-    types = {n: pa.float64() for n in NUMBER_COLUMNS if n in include}
-    if C.SYMBOL_COL in include:
-        types[C.SYMBOL_COL] = pa.string()
-    # The timestamp's type is inferred: integers stay int64, ISO text becomes a timestamp.
-    return (
-        pacsv.ReadOptions(column_names=names, skip_rows=1),
-        pacsv.ConvertOptions(include_columns=include, column_types=types),
-    )
-
-
-def _bad_value(data: bytes, read: pacsv.ReadOptions, err: Exception) -> str | None:
-    """For Arrow's "In CSV column #k: conversion error", name the column and the first
-    row whose value is not a number (Arrow names neither)."""
-    match = re.search(r"CSV column #(\d+)", str(err))
-    if not match or "conversion error" not in str(err):
-        return None
-    name = read.column_names[int(match.group(1))]
-    try:
-        values = (
-            pacsv.read_csv(
-                pa.BufferReader(data),
-                read_options=read,
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=[name], column_types={name: pa.string()}
-                ),
-            )
-            .column(name)
-            .to_pylist()
-        )
-    except pa.ArrowException:
-        return None
-    row = next((i for i, v in enumerate(values) if v and not _looks_like_number(v)), None)
-    if row is None:
-        return None
-    return f"column '{name}' has a value that is not a number at row {row}: {values[row]!r}"
-
-
-def _csv_error(path: Path, data: bytes, read: pacsv.ReadOptions, err: Exception) -> DataError:
-    detail = _bad_value(data, read, err) or _one_line(err)
-    return DataError(f"{path}: cannot parse CSV ({detail})")
-
-
-def _read_csv_bytes(data: bytes, path: Path) -> pa.Table:
-    """Parse a Binance (headerless) or headed CSV into contract column names."""
-    header = _first_line(data)
-    if not header:
-        return pa.table({})
-    binance = _is_binance(header)
-    read, convert = _binance_options() if binance else _headed_options(_headed_names(header, path))
-    try:
-        table = pacsv.read_csv(pa.BufferReader(data), read_options=read, convert_options=convert)
-    except pa.ArrowException as err:
-        raise _csv_error(path, data, read, err) from None
-    if binance:
-        table = table.rename_columns([C.TIMESTAMP_COL, *table.column_names[1:]])
-    return table
-
-
-def _csv_batches(
-    path: Path, data: bytes | None, read: pacsv.ReadOptions, convert: pacsv.ConvertOptions
-) -> Iterator[pa.RecordBatch]:
-    """Stream a CSV block by block (`data`: its bytes when already in memory)."""
-    source = pa.BufferReader(data) if data is not None else str(path)
-    try:
-        yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
-    except pa.ArrowException as err:
-        raise _csv_error(path, data if data is not None else _csv_bytes(path), read, err) from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({_one_line(err)})") from None
-
-
-def read_table(path: Path) -> pa.Table:
-    """Read one raw file into an Arrow table with contract column names (types unchecked)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    if suffix in (".zip", ".csv"):
-        return _read_csv_bytes(_csv_bytes(path), path)
-    raise DataError(f"{path}: unsupported file type; use {', '.join(RAW_SUFFIXES)}")
-
-
-def _unsupported(path: Path) -> DataError:
-    return DataError(f"{path}: unsupported file type; use {', '.join(RAW_SUFFIXES)}")
-
-
-# ---------------------------------------------------------- one symbol of one file
-
-
-def _symbol_strings(table: pa.Table, path: Path, first_row: int) -> pa.ChunkedArray:
-    """The symbol column of `table` (whose first row is row `first_row` of the file),
-    checked: strings, none empty."""
-    column = _symbol_column(table, path)
-    assert column is not None
-    if column.null_count:
-        raise _empty_symbol(path, first_row + _first_null_row(column))
-    return column
-
-
-def symbols_in_file(path: Path) -> list[str]:
-    """The symbols one raw file holds, sorted: the distinct values of its ``symbol``
-    column (reading only that column), else ``[symbol_from_filename(path)]``; ``[]``
-    for a file without rows.
-
-    Raises `DataError` for an unreadable file, a missing contract column, or an empty or
-    non-string ``symbol``.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    found: set[str] = set()
-    if suffix == ".parquet":
-        try:
-            with pq.ParquetFile(path) as pf:
-                names = pf.schema_arrow.names
-                _require_columns(path, names)
-                if pf.metadata.num_rows == 0:
-                    return []
-                if C.SYMBOL_COL not in names:
-                    return [symbol_from_filename(path)]
-                offset = 0
-                for i in range(pf.num_row_groups):
-                    part = pf.read_row_group(i, columns=[C.SYMBOL_COL])
-                    found.update(pc.unique(_symbol_strings(part, path, offset)).to_pylist())
-                    offset += part.num_rows
-        except (pa.ArrowException, OSError) as err:
-            raise _parquet_error(path, err) from None
-        return sorted(found)
-    if suffix not in (".csv", ".zip"):
-        raise _unsupported(path)
-    header, data = _csv_head(path)
-    if not header:
-        return []
-    if _is_binance(header):  # the first line is a row
-        return [symbol_from_filename(path)]
-    names = _headed_names(header, path)
-    has_symbol = C.SYMBOL_COL in names
-    column = C.SYMBOL_COL if has_symbol else C.TIMESTAMP_COL
-    read = pacsv.ReadOptions(column_names=names, skip_rows=1)
-    convert = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()})
-    rows = 0
-    for batch in _csv_batches(path, data, read, convert):
-        rows += batch.num_rows
-        if has_symbol:
-            found.update(pc.unique(batch.column(0)).to_pylist())
-        elif rows:
-            break
-    if has_symbol:
-        return sorted(found)
-    return [symbol_from_filename(path)] if rows else []
-
-
-def _symbol_rows(path: Path, symbol: str) -> tuple[pa.Table, np.ndarray] | None:
-    """The rows of `symbol` in one file and their row numbers in the file; None when it
-    holds none. Reads a Parquet file row group by row group and a headed CSV with a
-    symbol column block by block, keeping only the symbol's rows."""
-    suffix = path.suffix.lower()
-    tables: list[pa.Table] = []
-    rows: list[np.ndarray] = []
-
-    def mask_of(part: pa.Table, offset: int) -> np.ndarray:
-        symbols = _symbol_strings(part, path, offset)
-        return pc.equal(symbols, symbol).to_numpy(zero_copy_only=False)
-
-    def keep(part: pa.Table, mask: np.ndarray, offset: int) -> None:
-        tables.append(part.filter(pa.array(mask)))
-        rows.append(offset + np.flatnonzero(mask))
-
-    if suffix == ".parquet":
-        try:
-            with pq.ParquetFile(path) as pf:
-                names = pf.schema_arrow.names
-                _require_columns(path, names)
-                columns = _contract_columns(names)
-                if C.SYMBOL_COL not in names:
-                    if pf.metadata.num_rows == 0 or symbol_from_filename(path) != symbol:
-                        return None
-                    table = pf.read(columns=columns)
-                    return table, np.arange(table.num_rows, dtype=np.int64)
-                offset = 0
-                for i in range(pf.num_row_groups):
-                    symbols = pf.read_row_group(i, columns=[C.SYMBOL_COL])
-                    mask = mask_of(symbols, offset)
-                    if mask.any():  # read the other columns only where the symbol is
-                        keep(pf.read_row_group(i, columns=columns), mask, offset)
-                    offset += symbols.num_rows
-        except (pa.ArrowException, OSError) as err:
-            raise _parquet_error(path, err) from None
-    elif suffix in (".csv", ".zip"):
-        header, data = _csv_head(path)
-        if not header:
-            return None
-        if _is_binance(header) or C.SYMBOL_COL not in _headed_names(header, path):
-            if symbol_from_filename(path) != symbol:
-                return None
-            table = _read_csv_bytes(data if data is not None else _csv_bytes(path), path)
-            return table, np.arange(table.num_rows, dtype=np.int64)
-        read, convert = _headed_options(_headed_names(header, path))
-        offset = 0
-        for batch in _csv_batches(path, data, read, convert):
-            part = pa.Table.from_batches([batch])
-            mask = mask_of(part, offset)
-            if mask.any():
-                keep(part, mask, offset)
-            offset += batch.num_rows
-    else:
-        raise _unsupported(path)
-    if not tables:
-        return None
-    return pa.concat_tables(tables), np.concatenate(rows)
-
-
-# ------------------------------------------------------------------- types and nulls
-
-
-def _contract_columns(names: Iterable[str]) -> list[str]:
-    """The contract's columns among `names`, in contract order (others are ignored)."""
-    present = set(names)
-    return [n for n in (*C.RAW_REQUIRED_COLUMNS, *C.RAW_OPTIONAL_COLUMNS) if n in present]
-
-
-def _require_columns(path: Path, names: Iterable[str]) -> None:
-    names = list(names)
-    missing = [n for n in C.RAW_REQUIRED_COLUMNS if n not in names]
-    if missing:
-        raise DataError(
-            f"{path}: missing column '{missing[0]}' (found: {', '.join(names) or 'none'}); "
-            f"raw candles need {', '.join(C.RAW_REQUIRED_COLUMNS)}"
-        )
-
-
-def _null_mask(column: pa.ChunkedArray) -> np.ndarray:
-    return column.is_null().to_numpy(zero_copy_only=False)
-
-
-def _first_null_row(column: pa.ChunkedArray) -> int:
-    return int(np.flatnonzero(_null_mask(column))[0])
-
-
-def _empty_symbol(path: Path, row: int) -> DataError:
-    return DataError(f"{path}: column 'symbol' is empty at row {row}; fill or drop that row")
-
-
-def _check_no_nulls(path: Path, table: pa.Table, rows: np.ndarray) -> None:
-    for name in table.column_names:
-        column = table.column(name)
-        if column.null_count:
-            raise DataError(
-                f"{path}: column '{name}' is empty at row {int(rows[_first_null_row(column)])}; "
-                "fill or drop that row"
-            )
-
-
-def _epoch_to_ms(
-    values: np.ndarray, path: Path, rows: np.ndarray, valid: np.ndarray | None = None
-) -> np.ndarray:
-    """Integer epoch time in s, ms, us or ns (told by magnitude) -> int64 ms. Only the
-    `valid` values (default: all) are checked; `rows` number them in the file."""
-    checked = values if valid is None else values[valid]
-    checked_rows = rows if valid is None else rows[valid]
-    if checked.size == 0:
-        return values.astype(np.int64)
-    if checked.min() < 0:
-        row = int(checked_rows[np.argmax(checked < 0)])
-        raise DataError(f"{path}: column 'timestamp' is negative at row {row}")
-    unit = np.searchsorted(_UNIT_BOUNDS, checked, side="right")
-    if unit.min() != unit.max():
-        i = int(np.argmax(unit != unit[0]))
-        raise DataError(
-            f"{path}: column 'timestamp' mixes time units: row {int(checked_rows[0])} looks "
-            f"like {_UNIT_NAMES[unit[0]]}, row {int(checked_rows[i])} like "
-            f"{_UNIT_NAMES[unit[i]]}"
-        )
-    scale = _UNIT_TO_MS[int(unit[0])]
-    if scale >= 1:
-        return values.astype(np.int64) * int(scale)
-    return values.astype(np.int64) // int(round(1 / scale))
-
-
-def _timestamp_ms(
-    column: pa.ChunkedArray, path: Path, rows: np.ndarray, valid: np.ndarray | None
-) -> np.ndarray:
-    """The timestamp column as int64 epoch ms (empty values become 0; `valid` marks the
-    others)."""
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        # Arrow stores instants as UTC counts in the type's unit, whatever its tz.
-        counts = pc.fill_null(column.cast(pa.int64()), 0).to_numpy()
-        if kind.unit == "s":
-            return counts * 1000
-        return counts // {"ms": 1, "us": 1_000, "ns": 1_000_000}[kind.unit]
-    if pa.types.is_integer(kind):
-        counts = pc.fill_null(column.cast(pa.int64()), 0).to_numpy()
-        return _epoch_to_ms(counts, path, rows, valid)
-    raise DataError(
-        f"{path}: column 'timestamp' has type {kind}; expected a timestamp (UTC) or "
-        "integer epoch milliseconds"
-    )
-
-
-def _float_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
-    """A number column as float64 (empty values become NaN)."""
-    column = table.column(name)
-    kind = column.type
-    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
-        raise DataError(f"{path}: column '{name}' has type {kind}; expected a number")
-    return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def _symbol_column(table: pa.Table, path: Path) -> pa.ChunkedArray | None:
-    """The symbol column as strings, or None when the file has none."""
-    if C.SYMBOL_COL not in table.column_names:
-        return None
-    column = table.column(C.SYMBOL_COL)
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise DataError(f"{path}: column 'symbol' has type {column.type}; expected a string")
-    return column
-
-
-def _symbol_selections(
-    column: pa.ChunkedArray | None, path: Path
-) -> list[tuple[str, np.ndarray | slice]]:
-    """(symbol, rows) for each symbol in the file, sorted by symbol; all rows when there
-    is only one. One sort, whatever the number of symbols."""
-    if column is None:
-        return [(symbol_from_filename(path), slice(None))]
-    encoded = column.combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
-    if not names:
-        return []
-    if len(names) == 1:
-        return [(names[0], slice(None))]
-    codes = encoded.indices.to_numpy()
-    order = np.argsort(codes, kind="stable")  # rows of each symbol keep their order
-    groups = np.split(order, np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
-    return sorted(zip(names, groups, strict=True), key=lambda pair: pair[0])
-
-
 # ------------------------------------------------------------------ rows of a chunk
-
-
-def _value_checks(
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    volume: np.ndarray,
-    taker: np.ndarray | None,
-) -> Iterator[tuple[np.ndarray, str]]:
-    """(rows that break it, what is wrong) for each value rule, in reporting order;
-    computed one at a time, so an error stops at the first."""
-    numbers = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
-    if taker is not None:
-        numbers[TAKER_COL] = taker
-    for name, x in numbers.items():
-        yield np.isnan(x), f"column '{name}' is NaN"
-        yield np.isinf(x), f"column '{name}' is infinite"
-    for name in PRICE_COLUMNS:
-        yield numbers[name] <= 0, f"column '{name}' is <= 0"
-    yield volume < 0, "column 'volume' is negative"
-    if taker is not None:
-        yield taker < 0, "column 'taker_buy_volume' is negative"
-        yield taker > volume * (1 + _CONTAIN_TOL), "column 'taker_buy_volume' is above 'volume'"
-    yield high < low, "'high' is below 'low'"
-    yield np.maximum(open_, close) > high * (1 + _CONTAIN_TOL), "open/close is above 'high'"
-    yield np.minimum(open_, close) < low * (1 - _CONTAIN_TOL), "open/close is below 'low'"
-
-
-class _Triage:
-    """The bad rows of one chunk: under "error" raises for the first row a rule finds;
-    under "drop" records each row's first reason (`code` indexes `reasons`; -1: good)."""
-
-    def __init__(
-        self,
-        policy: str,
-        path: Path,
-        symbol: str,
-        ts: np.ndarray,
-        rows: np.ndarray,
-        code: np.ndarray,
-        reasons: list[str],
-    ) -> None:
-        self.policy, self.path, self.symbol = policy, path, symbol
-        self.ts, self.rows, self.code, self.reasons = ts, rows, code, reasons
-
-    def reject(self, bad: np.ndarray, what: str) -> None:
-        if not bad.any():
-            return
-        if self.policy == "error":
-            i = int(np.argmax(bad))
-            raise DataError(
-                f"{self.path}: {what} at row {int(self.rows[i])} ({iso_ms(self.ts[i])}, "
-                f"symbol {self.symbol}); fix or drop that row"
-            )
-        new = bad & (self.code < 0)
-        if new.any():
-            self.code[new] = len(self.reasons)
-            self.reasons.append(what)
-
-    def reject_at(self, index: np.ndarray, what: str) -> None:
-        """Reject the rows at positions `index` (under "drop" only)."""
-        bad = np.zeros(self.code.shape[0], dtype=bool)
-        bad[index] = True
-        self.reject(bad, what)
-
-
-def _late(ts: np.ndarray) -> np.ndarray:
-    """Rows whose timestamp is below the maximum of the rows before them."""
-    late = np.zeros(ts.shape[0], dtype=bool)
-    if ts.shape[0] > 1:
-        late[1:] = ts[1:] < np.maximum.accumulate(ts)[:-1]
-    return late
-
-
-@dataclass(frozen=True)
-class _Duplicates:
-    """Rows at a timestamp of an earlier row (timestamps in non-decreasing order)."""
-
-    first: np.ndarray
-    """Position of the first row at each row's timestamp."""
-    differs: np.ndarray
-    """The row differs from the first row at its timestamp in some value."""
-    conflict: np.ndarray
-    """The row's timestamp has rows that differ."""
-    extra: np.ndarray
-    """The row repeats the first row at its timestamp exactly (to collapse)."""
-
-
-def _duplicates(ts: np.ndarray, values: list[np.ndarray]) -> _Duplicates:
-    n = ts.shape[0]
-    starts = np.ones(n, dtype=bool)
-    starts[1:] = ts[1:] != ts[:-1]
-    if starts.all():  # the common case: no duplicates
-        none = np.zeros(n, dtype=bool)
-        return _Duplicates(np.arange(n), none, none, none)
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)[group]
-    differs = np.zeros(n, dtype=bool)
-    for x in values:
-        differs |= x != x[first]
-    conflict = (np.bincount(group, weights=differs) > 0)[group]
-    return _Duplicates(first, differs, conflict, ~starts & ~conflict)
 
 
 def _chunk(
@@ -966,33 +200,6 @@ def _chunk(
         bad_rows=bad_rows,
         duplicates=int(dup.extra.sum()),
     )
-
-
-def _raise_order(
-    path: Path,
-    symbol: str,
-    ts: np.ndarray,
-    rows: np.ndarray,
-    values: list[np.ndarray],
-    late: np.ndarray,
-) -> None:
-    """Under "error" (all rows valid): raise for the first row that is out of order or
-    conflicts with an earlier row at its timestamp, whichever comes first."""
-    end = int(np.argmax(late)) if late.any() else ts.shape[0]
-    dup = _duplicates(ts[:end], [x[:end] for x in values])  # sorted up to `end`
-    if dup.differs.any():
-        i = int(np.argmax(dup.differs))
-        raise DataError(
-            f"{path}: column 'timestamp' at row {int(rows[i])} ({iso_ms(ts[i])}, symbol "
-            f"{symbol}) duplicates row {int(rows[dup.first[i]])} with different values; "
-            "keep one of them"
-        )
-    if late.any():
-        raise DataError(
-            f"{path}: column 'timestamp' at row {int(rows[end])} ({iso_ms(ts[end])}, "
-            f"symbol {symbol}) is earlier than the previous row ({iso_ms(ts[end - 1])}); "
-            "sort by time and drop duplicates"
-        )
 
 
 def _candles_from_table(

@@ -25,7 +25,7 @@ from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
 from src.core.paths import writable_file
 from src.core.threads import apply_thread_budget
-from src.data.raw_io import BAD_ROW_POLICIES, iso_ms
+from src.data.raw_checks import BAD_ROW_POLICIES, iso_ms
 from src.data.split import parse_date_ms
 from src.modelling.prediction.output import PredictionWriter, SymbolPredictions
 from src.modelling.prediction.predictor import DEFAULT_BATCH_SIZE, Predictor
