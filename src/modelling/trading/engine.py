@@ -119,8 +119,8 @@ def take_trades(timestamp: np.ndarray, signal_bars: np.ndarray, exit_ms: np.ndar
 
     `exit_ms[i]`: exit time (the exit bar's open time) of a position entered at
     signal_bars[i]. A signal is taken when its bar comes after the open position's exit
-    bar. The loop runs once per trade taken (a binary search jumps over the skipped
-    signals).
+    bar. One vectorised binary search finds, for every signal, the first signal after
+    its exit; the loop then runs once per trade taken.
     """
     signal_bars = np.asarray(signal_bars, np.int64)
     if signal_bars.size == 0:
