@@ -16,6 +16,7 @@ from pathlib import Path
 
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
+from src.modelling.device import resolve_device
 from src.modelling.trading.backtest_run import SPLITS, backtest_checkpoints
 from src.modelling.trading.baselines import DEFAULT_DRAWS
 from src.modelling.trading.engine import Costs
@@ -55,7 +56,7 @@ def build_parser(prog: str = "saimp backtest") -> argparse.ArgumentParser:
         help="draws of the random-entry baseline",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-entry draws")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=512)
     return p
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None, prog: str = "saimp backtest") -> int:
         out_dir=args.out,
         draws=args.random_draws,
         seed=args.seed,
-        device=args.device,
+        device=resolve_device(args.device),
         batch_size=args.batch_size,
     )
     return 0

@@ -18,11 +18,10 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
 from src.core.threads import apply_thread_budget
+from src.modelling.device import resolve_device
 from src.modelling.prediction import decision as dec
 from src.modelling.prediction.fit_calibration import (
     DEFAULT_BATCH_SIZE,
@@ -89,16 +88,11 @@ def build_parser(prog: str = "saimp calibrate") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "saimp calibrate") -> int:
     args = build_parser(prog).parse_args(argv)
-    device = None if args.device == "auto" else args.device
-    if device is not None:
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise UserError(f"--device: unknown device {device!r}") from None
+    device = resolve_device(args.device)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     governor = None
-    if torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+    if device.type == "cpu":
         _, governor = apply_thread_budget()  # share the cores as training does
     result = calibrate_checkpoint(
         args.checkpoint,

@@ -48,6 +48,7 @@ from src.flags import alias
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
 from src.modelling.checkpointing.sidecar import sidecar_class_weights
+from src.modelling.device import resolve_device
 from src.modelling.evaluation import report as rp
 from src.modelling.evaluation.confusion_plot import plot_confusion
 from src.modelling.evaluation.inference import load_model, open_split, predict
@@ -314,12 +315,7 @@ def build_parser(prog: str = "saimp evaluate") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
     args = build_parser(prog).parse_args(argv)
-    device = None if args.device == "auto" else args.device
-    if device is not None:
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise UserError(f"--device: unknown device {device!r}") from None
+    device = resolve_device(args.device)
     if args.null_draws < 0:
         raise UserError(f"--null-draws must be >= 0, got {args.null_draws}")
     if args.random_draws < 0:
@@ -331,7 +327,7 @@ def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     governor = None
-    if torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+    if device.type == "cpu":
         _, governor = apply_thread_budget()  # share the cores as training does
     evaluate_checkpoint(
         args.checkpoint,

@@ -27,6 +27,7 @@ from src.core.paths import writable_file
 from src.core.threads import apply_thread_budget
 from src.data.raw_checks import BAD_ROW_POLICIES, iso_ms
 from src.data.split import parse_date_ms
+from src.modelling.device import resolve_device
 from src.modelling.prediction.output import PredictionWriter, SymbolPredictions
 from src.modelling.prediction.predictor import DEFAULT_BATCH_SIZE, Predictor
 
@@ -77,18 +78,6 @@ def build_parser(prog: str = "saimp predict") -> argparse.ArgumentParser:
         help="raw candles: stop at a broken row (error) or leave such rows out (drop)",
     )
     return p
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
 
 
 def _range_words(from_ms: int | None, to_ms: int | None) -> str:

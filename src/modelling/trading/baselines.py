@@ -30,7 +30,7 @@ from src.modelling.trading.metrics import summarize
 
 DEFAULT_DRAWS = 200
 #: The statistics averaged over the random draws.
-_AVERAGED = (
+AVERAGED = (
     "n_trades",
     "hit_rate",
     "expectancy_bps",
@@ -105,7 +105,7 @@ def _without_curve(summary: dict[str, Any]) -> dict[str, Any]:
 def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean of each statistic over the draws (None where a draw had none)."""
     out: dict[str, Any] = {"draws": len(runs)}
-    for key in _AVERAGED:
+    for key in AVERAGED:
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
     expectancies = [r["expectancy_bps"] for r in runs if r["expectancy_bps"] is not None]
