@@ -154,3 +154,18 @@ def test_evaluate_report_has_the_same_backtest(market: dict, tmp_path: Path, cap
     for key in (*KEYS, "per_signal", "baselines"):
         assert section[key] == alone[key], key
     assert any(line.startswith("backtest (saimp backtest's rules") for line in printed)
+
+
+def test_a_period_instead_of_a_split(market: dict, tmp_path: Path, capsys) -> None:
+    """--from/--to backtest any period (data after the checkpoint's lake, say); a period
+    with no bars names the lake's span and the flags."""
+    argv = ["--checkpoint", str(market["a"]), "--out", str(tmp_path), "--random-draws", "3"]
+    code, out, _ = run([*argv, "--from", "2024-01-20", "--to", "2024-02-01"], capsys)
+    assert code == 0
+    report = json.loads(Path(out[-1]).read_text())
+    assert Path(out[-1]).name == "model_period_backtest.json"
+    assert report["start"] >= "2024-01-20" and report["end"] < "2024-02-01"
+    code, _, err = run([*argv, "--from", "2030-01-01"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "the lake spans" in err and "--from" in err
+    code, _, err = run([*argv, "--from", "2024-02-01", "--to", "2024-01-01"], capsys)
+    assert code == 2 and "is not after --from" in err

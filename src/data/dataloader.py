@@ -440,7 +440,8 @@ def _empty_split_message(index: LakeIndex, split: str) -> str:
         f"{index.data_dir}: the {split} split has no windows ({ranges[split]}; data spans "
         f"{iso(index.t_min_ms)} to {iso(index.t_max_ms)}, seq_len {index.seq_len}); adjust "
         "data.val_fraction/test_fraction or data.val_start/test_start, lower data.seq_len, "
-        "or prepare more data"
+        "prepare more data, or, for data with missing bars, raise data.max_gap_bars "
+        f"(a window never spans a step over {index.max_gap_bars:g} bar intervals)"
     )
 
 

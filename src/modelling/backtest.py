@@ -1,5 +1,6 @@
 """`saimp backtest`: a checkpoint's decisions on a split, traded at the labels' own
-barriers after costs, beside random entries, always-long and the perfect ceiling.
+barriers after costs, beside its own decisions shifted in time, always-long and the
+perfect ceiling.
 
     saimp backtest --checkpoint data/saimp_best.pth [--data-dir LAKE] [--split test]
         [--fee-bps 4] [--slippage-bps 2] [--short-stops] [--out DIR]
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from src.core import constants as C
 from src.core.errors import ArgumentParser, UserError
+from src.data.split import parse_date_ms
 from src.modelling.device import resolve_device
 from src.modelling.trading.backtest_run import SPLITS, backtest_checkpoints
 from src.modelling.trading.baselines import DEFAULT_DRAWS
@@ -27,8 +29,8 @@ def build_parser(prog: str = "saimp backtest") -> argparse.ArgumentParser:
         prog=prog,
         description="Trade a checkpoint's decisions on a split at the labels' own barriers "
         "(Long: take profit U1, SuperLong: U2, stop at the lower barrier, else the horizon's "
-        "close), after fees and slippage, one position per symbol; beside random entries at "
-        "the model's rate, always-long and the labels as decisions.",
+        "close), after fees and slippage, one position per symbol; beside its decisions "
+        "shifted in time, always-long and the labels as decisions.",
     )
     p.add_argument(
         "--checkpoint",
@@ -41,6 +43,13 @@ def build_parser(prog: str = "saimp backtest") -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="processed lake (default: the one the checkpoint trained on)"
     )
     p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument(
+        "--from",
+        dest="start",
+        help="ISO date: backtest [from, to) instead of a split (new data, e.g. after the lake "
+        "the checkpoint trained on)",
+    )
+    p.add_argument("--to", dest="end", help="ISO date, exclusive (with --from: default the end)")
     p.add_argument("--fee-bps", type=float, default=0.0, help="fee per side, basis points")
     p.add_argument(
         "--slippage-bps", type=float, default=0.0, help="slippage per side, basis points"
@@ -53,9 +62,9 @@ def build_parser(prog: str = "saimp backtest") -> argparse.ArgumentParser:
         "--random-draws",
         type=int,
         default=DEFAULT_DRAWS,
-        help="draws of the random-entry baseline",
+        help="random shifts of the model's decisions (the `random` baseline)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-entry draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random shifts")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=512)
     return p
@@ -67,10 +76,19 @@ def main(argv: list[str] | None = None, prog: str = "saimp backtest") -> int:
         costs = Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
     except ValueError as err:
         raise UserError(str(err)) from None
+    period = None
+    if args.start or args.end:
+        period = (
+            parse_date_ms(args.start, "--from") if args.start else None,
+            parse_date_ms(args.end, "--to") if args.end else None,
+        )
+        if None not in period and period[1] <= period[0]:
+            raise UserError(f"--to {args.end} is not after --from {args.start}")
     backtest_checkpoints(
         args.checkpoint or [C.DEFAULT_CHECKPOINT],
         data_dir=args.data_dir,
-        split=args.split,
+        split=args.split if period is None else "period",
+        period=period,
         costs=costs,
         short_stops=args.short_stops,
         out_dir=args.out,

@@ -259,9 +259,10 @@ def _backtest_section(
     predictor = Predictor(model, sidecar, device=device, batch_size=batch_size)
     from_ms, to_ms = split_range(sidecar, checkpoint, split)
     try:
+        index = open_lake(predictor, Path(data_dir), "evaluate")
         section = backtest_split(
-            predictor, open_lake(predictor, Path(data_dir)), from_ms, to_ms, costs=costs,
-            short_stops=short_stops, draws=draws, seed=seed,
+            predictor, index, from_ms, to_ms, costs=costs, short_stops=short_stops,
+            draws=draws, seed=seed,
         )  # fmt: skip
     except DataError as err:
         logger.warning(f"no backtest: {err}")

@@ -63,7 +63,7 @@ class Rows:
         )
 
 
-def open_lake(predictor: Predictor, data_dir: Path) -> LakeIndex:
+def open_lake(predictor: Predictor, data_dir: Path, command: str = "predict") -> LakeIndex:
     """Scan the lake and check it against the checkpoint; `DataError` in one line."""
     index = scan_lake(
         data_dir,
@@ -71,7 +71,7 @@ def open_lake(predictor: Predictor, data_dir: Path) -> LakeIndex:
         max_gap_bars=predictor.max_gap_bars,
         bounds=_NO_SPLIT,
     )
-    mismatch = lake_mismatch(predictor.sidecar, index)
+    mismatch = lake_mismatch(predictor.sidecar, index, command)
     if mismatch:
         raise DataError(mismatch)
     predictor.normalizer.check_features(index.feature_names, f"--data-dir {data_dir}")

@@ -20,6 +20,7 @@ import numpy as np
 
 from src.core.errors import UserError
 from src.core.paths import writable_dir
+from src.data.raw_checks import iso_ms
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
 from src.modelling.evaluation.inference import split_bounds_of
@@ -137,7 +138,13 @@ def backtest_split(
     (equity arrays included); `UserError` when the lake has no bars there."""
     bars = list(symbol_bars(index, from_ms=from_ms, to_ms=to_ms))
     if not bars:
-        raise UserError(f"{index.data_dir}: no bars in the backtested period")
+        lo = "the start" if from_ms is None else iso_ms(from_ms)
+        hi = "the end" if to_ms is None else iso_ms(to_ms)
+        raise UserError(
+            f"--data-dir {index.data_dir}: no bars from {lo} to {hi} (the lake spans "
+            f"{iso_ms(index.t_min_ms)} to {iso_ms(index.t_max_ms)}); choose --split, or "
+            "--from/--to inside the lake"
+        )
     decisions = decisions_for(predictor, index, bars, from_ms, to_ms)
     return backtest(
         bars, decisions, costs=costs, short_stops=short_stops, bar_ms=index.bar_ms,
@@ -170,8 +177,9 @@ def format_table(report: dict[str, Any]) -> str:
     rnd = report["baselines"].get("random", {})
     if rnd.get("expectancy_bps_sd") is not None:
         lines.append(
-            f"random entries: expectancy {rnd['expectancy_bps']:.2f} ± "
-            f"{rnd['expectancy_bps_sd']:.2f} bps (sd over {rnd['draws']} draws)"
+            f"random = the model's decisions shifted in time: expectancy "
+            f"{rnd['expectancy_bps']:.2f} ± {rnd['expectancy_bps_sd']:.2f} bps (sd over "
+            f"{rnd['draws']} shifts)"
         )
     return "\n".join(lines)
 
@@ -187,6 +195,7 @@ def backtest_checkpoints(
     *,
     data_dir: Path | None = None,
     split: str = "test",
+    period: tuple[int | None, int | None] | None = None,
     costs: Costs | None = None,
     short_stops: bool = False,
     out_dir: Path | None = None,
@@ -196,14 +205,15 @@ def backtest_checkpoints(
     batch_size: int = 512,
     log: Callable[[str], None] = logger.info,
 ) -> BacktestResult:
-    """Backtest each checkpoint on its `split`; report the best by Sharpe ratio (the
+    """Backtest each checkpoint on its `split` (or on `period`, [from, to) epoch ms, for
+    data the checkpoint never saw); report the best by Sharpe ratio (the
     only one when a single checkpoint is given), with `multiple_testing` when it was
     chosen among several (or among a tuning study's trials, from its sidecar)."""
     from src.modelling.prediction.from_lake import open_lake
     from src.modelling.prediction.predictor import Predictor
 
     costs = costs or Costs()
-    if split not in SPLITS:
+    if period is None and split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if draws < 0:
         raise UserError(f"--random-draws must be >= 0, got {draws}")
@@ -215,8 +225,8 @@ def backtest_checkpoints(
         lake = data_dir or (sidecar.get("config") or {}).get("paths", {}).get("data_dir")
         if lake is None:
             raise UserError("--data-dir: the sidecar does not name the training lake; pass it")
-        index = open_lake(predictor, Path(lake))
-        from_ms, to_ms = split_range(sidecar, checkpoint, split)
+        index = open_lake(predictor, Path(lake), "backtest")
+        from_ms, to_ms = period or split_range(sidecar, checkpoint, split)
         report = backtest_split(
             predictor, index, from_ms, to_ms, costs=costs, short_stops=short_stops,
             draws=draws, seed=seed,
@@ -248,7 +258,7 @@ def backtest_checkpoints(
         sd = (report["baselines"].get("random") or {}).get("sharpe_sd") or 0.0
         report["multiple_testing"] = multiple_testing(
             int(tuned), returns, (sd / math.sqrt(per_year)) ** 2,
-            "random entries at the model's rate (the trials' own Sharpe ratios are unknown)",
+            "the model's decisions shifted in time (the trials' own Sharpe ratios are unknown)",
         )  # fmt: skip
     report.update(
         checkpoint=str(checkpoint),

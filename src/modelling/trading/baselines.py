@@ -61,16 +61,14 @@ def run(
 
 
 def random_decisions(decisions: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """Each symbol's signals moved to random bars: the same count per class, so the
-    rate and the mix are the model's (drawn without replacement)."""
+    """Each symbol's decisions rolled by a random offset in [n/10, n - n/10] bars."""
     out = []
     for d in decisions:
         d = np.asarray(d)
-        shuffled = np.full(d.shape, NEUTRO, np.int8)
-        classes = d[d != NEUTRO]
-        bars = rng.choice(d.size, size=classes.size, replace=False)
-        shuffled[bars] = classes
-        out.append(shuffled)
+        n = d.size
+        lo = n // 10
+        shift = int(rng.integers(lo, max(n - lo, lo + 1))) if n > 1 else 0
+        out.append(np.roll(d, shift))
     return out
 
 
@@ -108,8 +106,7 @@ def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in AVERAGED:
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
-    expectancies = [r["expectancy_bps"] for r in runs if r["expectancy_bps"] is not None]
-    out["expectancy_bps_sd"] = (
-        float(np.std(expectancies, ddof=1)) if len(expectancies) > 1 else None
-    )
+    for key in ("expectancy_bps", "sharpe"):
+        values = [r[key] for r in runs if r[key] is not None]
+        out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
     return out

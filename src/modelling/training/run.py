@@ -51,6 +51,7 @@ def run_training(
     governor: ThreadGovernor | None = None,
     header_on_console: bool = True,
     calibrate: bool = True,
+    continue_hint: str = "continue with the same command and --resume auto",
 ) -> TrainResult:
     """Train as `saimp train` does; return the run's `TrainResult`.
 
@@ -169,8 +170,7 @@ def run_training(
                 )
         except RunInterrupted as stop:
             log.info(
-                f"[STOP] {stop}: the full training state is in {stop.last_path}; continue "
-                "with the same command and --resume auto"
+                f"[STOP] {stop}: the full training state is in {stop.last_path}; {continue_hint}"
             )
             raise
         finally:

@@ -143,7 +143,10 @@ def train_fold(
     args = build_parser(prog).parse_args(fold_argv(train_args, fold, data_dir, paths))
     cfg = config_from_args(args)
     with fold_faults(fold.k):
-        run_training(cfg, world, device, resume="auto", setup=setup, governor=governor)
+        run_training(
+            cfg, world, device, resume="auto", setup=setup, governor=governor,
+            continue_hint="run the same saimp walk-forward command again to continue",
+        )  # fmt: skip
 
 
 def judge_fold(
