@@ -558,3 +558,13 @@ def test_too_little_history_names_the_symbol_and_both_counts(
     write_raw(raw, n_bars=need + 1, seed=1, bar_minutes=15)
     got = cli_predict({**market, "short": raw}, tmp_path / "y.parquet", capsys, source="short")
     assert len(got) == 1
+
+
+def test_latest_never_replaces_a_full_prediction_by_default(market: dict, capsys) -> None:
+    args = ["--checkpoint", str(market["checkpoint"]), "--data-dir", str(market["lake"])]
+    code, full_out, _ = run(args, capsys)
+    code_latest, latest_out, _ = run([*args, "--latest"], capsys)
+    assert code == code_latest == 0
+    full, latest = Path(full_out.splitlines()[-1]), Path(latest_out.splitlines()[-1])
+    assert full.name == "model_predictions.parquet" and latest.name == "model_latest.parquet"
+    assert pq.read_metadata(full).num_rows > pq.read_metadata(latest).num_rows == 2

@@ -5,7 +5,8 @@
 
 Writes one row per window (the window's last bar, its symbol, the four calibrated
 probabilities, the argmax class and the decision rule's class) to `--out`, by default
-`{checkpoint_stem}_predictions.parquet` beside the checkpoint, and prints its path last.
+`{checkpoint_stem}_predictions.parquet` (`_latest.parquet` with --latest) beside the
+checkpoint, and prints its path last.
 `--from` is inclusive and `--to` exclusive, both on the window's last bar. The windows,
 features and normalisation are those of training (`src/modelling/prediction/`); the
 output is written to a temporary file and renamed, so an error leaves nothing behind.
@@ -34,8 +35,11 @@ from src.modelling.prediction.predictor import DEFAULT_BATCH_SIZE, Predictor
 logger = logging.getLogger(__name__)
 
 
-def default_out(checkpoint: Path) -> Path:
-    return Path(checkpoint).with_name(f"{Path(checkpoint).stem}_predictions.parquet")
+def default_out(checkpoint: Path, latest: bool = False) -> Path:
+    """Beside the checkpoint; --latest has its own file, so that a live call never
+    replaces a full prediction."""
+    kind = "latest" if latest else "predictions"
+    return Path(checkpoint).with_name(f"{Path(checkpoint).stem}_{kind}.parquet")
 
 
 def build_parser(prog: str = "saimp predict") -> argparse.ArgumentParser:
@@ -67,7 +71,10 @@ def build_parser(prog: str = "saimp predict") -> argparse.ArgumentParser:
         help="only the last complete window of each symbol; prints its latency",
     )
     p.add_argument(
-        "--out", type=Path, help="output .parquet (default: {checkpoint stem}_predictions.parquet)"
+        "--out",
+        type=Path,
+        help="output .parquet (default: {checkpoint stem}_predictions.parquet, or "
+        "_latest.parquet with --latest)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="windows per pass")
@@ -113,7 +120,7 @@ def _check_flags(args: argparse.Namespace) -> tuple[int | None, int | None, torc
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
-    out = Path(args.out or default_out(args.checkpoint))
+    out = Path(args.out or default_out(args.checkpoint, args.latest))
     if out.is_dir():
         raise UserError(
             f"--out: {out} is a directory; name a file, e.g. {out / 'predictions.parquet'}"
