@@ -133,3 +133,13 @@ def test_portfolio_times_are_the_union_of_the_symbols_bars():
     a, b = np.array([1, 3, 5]), np.array([2, 3, 6])
     assert union_of_sorted([a, b]).tolist() == [1, 2, 3, 5, 6]
     assert union_of_sorted([a, a.copy()]).tolist() == [1, 3, 5]
+
+
+def test_a_sharpe_ratio_of_zero_is_reported_as_zero_not_missing(monkeypatch):
+    from src.modelling.trading import metrics
+
+    assert metrics.sharpe_ratio(np.array([0.01, -0.01, 0.01, -0.01]), MIN) == 0.0
+    assert metrics.sharpe_ratio(np.zeros(5), MIN) is None  # flat: no ratio
+    monkeypatch.setattr(metrics, "sharpe_ratio", lambda returns, bar_ms: 0.0)
+    out = simulate_symbol(hand_bars(), decisions(), costs=Costs())
+    assert metrics.summarize([hand_bars()], [out], bar_ms=MIN)["sharpe"] == 0.0

@@ -518,3 +518,12 @@ def test_training_keeps_an_uncalibrated_sidecar_when_calibration_fails(
     assert "calibration" not in sidecar and "metrics" in sidecar
     [warning] = [r.getMessage() for r in caplog.records if "[CALIBRATE]" in r.getMessage()]
     assert "kept uncalibrated: ZeroDivisionError" in warning
+
+
+def test_a_class_turned_off_stays_off_even_at_probability_one() -> None:
+    """A threshold of 1 turns a class off; a float64 softmax rounds to exactly 1.0 once
+    one logit leads by about 37, which must not reach it."""
+    probs = cal.softmax(np.array([[0.0, 0.0, 40.0, 0.0], [0.0, 0.0, 0.0, 40.0]]))
+    assert probs[0, 2] == 1.0
+    section = {"rule": "thresholds", "thresholds": {"Stop": 0.5, "Long": 1.0, "SuperLong": 0.5}}
+    assert dec.decide(probs, section).tolist() == [0, 3]

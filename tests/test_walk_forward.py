@@ -348,6 +348,11 @@ def test_flags_the_walk_forward_owns_are_refused(tiny_lake, tmp_path) -> None:
             main(["--data-dir", str(tiny_lake), "--out", str(tmp_path / "o"), *flag])
     with pytest.raises(UserError, match="unrecognized arguments: --no-such-flag"):
         main(["--data-dir", str(tiny_lake), "--out", str(tmp_path / "o"), "--no-such-flag"])
+    # Bad judging settings are refused before any fold trains, not after the first.
+    for flag, message in ((["--random-seed", "-1"], "--random-seed must be >= 0"),
+                          (["--fee-bps", "-1"], "--fee-bps must be in")):  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            main(["--data-dir", str(tiny_lake), "--out", str(tmp_path / "o"), *flag])
     assert not (tmp_path / "o").exists()
 
 

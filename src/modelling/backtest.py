@@ -72,6 +72,8 @@ def build_parser(prog: str = "saimp backtest") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "saimp backtest") -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.seed < 0:  # numpy's generators take no negative seed
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     try:
         costs = Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
     except ValueError as err:

@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None, prog: str = "saimp evaluate") -> int:
     device = resolve_device(args.device)
     if args.null_draws < 0:
         raise UserError(f"--null-draws must be >= 0, got {args.null_draws}")
+    if args.seed < 0:  # numpy's generators take no negative seed
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.random_draws < 0:
         raise UserError(f"--random-draws must be >= 0, got {args.random_draws}")
     from src.modelling.trading.engine import Costs

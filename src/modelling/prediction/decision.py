@@ -109,10 +109,12 @@ def threshold_vector(
 def decide_thresholds(probs: np.ndarray, t: np.ndarray) -> np.ndarray:
     """int8 (N,): the class of the largest p_c / t_c among p_c >= t_c, else FALLBACK.
 
-    probs (N, C); t (C,) thresholds (+inf: the class is never chosen)."""
+    probs (N, C); t (C,) thresholds (+inf, or 1: the class is never chosen; a softmax
+    can round to exactly 1.0, which must not reach a class that was turned off)."""
     p = np.asarray(probs, np.float64)
+    t = np.asarray(t, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(p >= t, p / t, -np.inf)
+        ratio = np.where((p >= t) & (t < 1.0), p / t, -np.inf)
     best = ratio.argmax(axis=1)
     confident = np.isfinite(ratio[np.arange(len(p)), best])
     return np.where(confident, best, FALLBACK).astype(np.int8)

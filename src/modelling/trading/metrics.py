@@ -86,10 +86,6 @@ def sharpe_ratio(returns: np.ndarray, bar_ms: int) -> float | None:
     return float(np.mean(returns) / sd * math.sqrt(MS_PER_YEAR / bar_ms))
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 def trade_stats(trades: Trades) -> dict[str, Any]:
     """hit_rate, expectancy_bps, mean_r and profit_factor of a set of trades."""
     net = trades.net
@@ -132,7 +128,7 @@ def summarize(
     return {
         **trade_stats(trades),
         "total_return": float(equity[-1] - 1.0) if equity.size else 0.0,
-        "sharpe": _none_if_nan(sharpe_ratio(returns, bar_ms) or math.nan),
+        "sharpe": sharpe_ratio(returns, bar_ms),
         "max_drawdown": max_drawdown(equity),
         "exposure": held / symbol_bars if symbol_bars else 0.0,
         "turnover": 2.0 * trades.net.size / max(len(bars), 1) / years if years > 0 else None,

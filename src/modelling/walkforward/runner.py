@@ -68,9 +68,14 @@ def make_plan(args: Any, train_args: list[str], base: Config) -> Plan:
         index.t_min_ms, index.t_max_ms, folds=args.folds, rolling=args.scheme == "rolling",
         val_fraction=args.val_fraction, embargo_minutes=embargo,
     )  # fmt: skip
-    costs = Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
+    try:
+        costs = Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if args.random_draws < 0:
         raise UserError(f"--random-draws must be >= 0, got {args.random_draws}")
+    if args.random_seed < 0:  # numpy's generators take no negative seed
+        raise UserError(f"--random-seed must be >= 0, got {args.random_seed}")
     settings = {
         "data_dir": str(data_dir),
         "folds": args.folds,

@@ -129,7 +129,7 @@ def judge_period(
     from src.modelling.trading.lake_bars import symbol_bars
 
     predictor = Predictor.load(checkpoint, device=device, batch_size=batch_size)
-    index = open_lake(predictor, Path(data_dir))
+    index = open_lake(predictor, Path(data_dir), "walk-forward")
     where = f"--data-dir {data_dir}: the period {iso(from_ms)} to {iso(to_ms)}"
     bars = list(symbol_bars(index, from_ms=from_ms, to_ms=to_ms))
     if not bars:
