@@ -224,9 +224,6 @@ class BarrierTrades:
     "1R" of the trade)."""
 
 
-TRADES: tuple[str, ...] = TRADE_NAMES
-
-
 def barrier_trades(
     timestamp_ms: np.ndarray,
     open_: np.ndarray,
@@ -239,7 +236,7 @@ def barrier_trades(
     upper2: float | np.ndarray,
     lower: float | np.ndarray,
 ) -> BarrierTrades:
-    """The exits and gross returns of `TRADES` at every labelled bar (arguments as
+    """The exits and gross returns of `TRADE_NAMES` at every labelled bar (arguments as
     `triple_barrier_labels`, plus the bars' opens for stop fills)."""
     ts = np.asarray(timestamp_ms, np.int64)
     t = _first_touches(ts, high, low, close, horizon_ms, upper1, upper2, lower)
@@ -250,9 +247,9 @@ def _trades_from(t: _Touches | None, open_: np.ndarray, close: np.ndarray) -> Ba
     if t is None:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
         return BarrierTrades(
-            dict.fromkeys(TRADES, empty_i),
-            dict.fromkeys(TRADES, empty_f),
-            dict.fromkeys(TRADES, empty_f),
+            dict.fromkeys(TRADE_NAMES, empty_i),
+            dict.fromkeys(TRADE_NAMES, empty_f),
+            dict.fromkeys(TRADE_NAMES, empty_f),
         )
     m = t.span.shape[0]
     bar = np.arange(m, dtype=np.int64)

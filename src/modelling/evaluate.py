@@ -53,6 +53,7 @@ from src.modelling.evaluation import report as rp
 from src.modelling.evaluation.confusion_plot import plot_confusion
 from src.modelling.evaluation.inference import load_model, open_split, predict
 from src.modelling.evaluation.reliability_plot import plot_reliability
+from src.modelling.evaluation.report_files import report_paths
 from src.modelling.labels import lake_label
 from src.modelling.prediction.calibration import apply_calibration, softmax
 from src.modelling.prediction.decision import decide
@@ -72,15 +73,6 @@ class EvalResult:
 
 
 # ---------------------------------------------------------------------------- files
-
-
-def report_paths(checkpoint: Path, split: str, out_dir: Path | None) -> tuple[Path, Path]:
-    base = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
-    stem = f"{Path(checkpoint).stem}_{split}_report"
-    return base / f"{stem}.json", base / f"{stem}.png"
-
-
-# ---------------------------------------------------------------------------- pipeline
 
 
 def _horizon_bars(index: Any, sidecar: dict[str, Any]) -> int:

@@ -103,36 +103,22 @@ def train(
 
 def main(argv: list[str] | None = None, prog: str = "saimp train") -> int:
     """`saimp train`: config, logging, process group, data, then `train()`."""
-    from src.core.logs import setup_console
-    from src.core.threads import apply_thread_budget
     from src.modelling.training.cli import build_parser, config_from_args
-    from src.modelling.training.distributed import (
-        World,
-        destroy_process_group,
-        device_for,
-        init_process_group,
-    )
+    from src.modelling.training.launch import launched
     from src.modelling.training.run import run_training
 
     args = build_parser(prog).parse_args(argv)
     cfg = config_from_args(args)
-    world = World.from_env()
-    setup_console(world.rank)
-    threads, governor = apply_thread_budget(cfg.train.threads, world.local_world_size)
-    device = device_for(world)
-    init_process_group(world, device)
-    finished = False
     try:
-        result = run_training(
-            cfg, world, device, resume=args.resume, setup=[threads], governor=governor
-        )
-        log.info(str(result.best_checkpoint))  # the last line: where the best model is
-        finished = True
+        with launched(cfg.train.threads) as run:
+            result = run_training(
+                cfg, run.world, run.device, resume=args.resume, setup=[run.threads],
+                governor=run.governor,
+            )  # fmt: skip
+            log.info(str(result.best_checkpoint))  # the last line: where the best model is
         return 0
     except RunInterrupted as stop:
         return stop.exit_code
-    finally:
-        destroy_process_group(finished)
 
 
 if __name__ == "__main__":

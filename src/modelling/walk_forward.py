@@ -103,16 +103,9 @@ def build_parser(prog: str = "saimp walk-forward") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "saimp walk-forward") -> int:
     """Parse, set up logging, threads and the process group (once, for every fold),
     then run the folds and the report (`walkforward.runner`)."""
-    from src.core.logs import setup_console
-    from src.core.threads import apply_thread_budget
     from src.modelling.training.cli import build_parser as train_parser
     from src.modelling.training.cli import config_from_args
-    from src.modelling.training.distributed import (
-        World,
-        destroy_process_group,
-        device_for,
-        init_process_group,
-    )
+    from src.modelling.training.launch import launched
     from src.modelling.training.signals import RunInterrupted
     from src.modelling.walkforward.fold_run import refuse_owned_flags
     from src.modelling.walkforward.runner import make_plan, run_plan
@@ -123,23 +116,18 @@ def main(argv: list[str] | None = None, prog: str = "saimp walk-forward") -> int
     base = config_from_args(
         train_parser(prog).parse_args([*train_args, "--data-dir", str(args.data_dir)])
     )
-    world = World.from_env()
-    setup_console(world.rank)
-    threads, governor = apply_thread_budget(base.train.threads, world.local_world_size)
-    device = device_for(world)
-    init_process_group(world, device)
-    finished = False
     try:
-        plan = make_plan(args, train_args, base)
-        path = run_plan(plan, world, device, setup=[threads], governor=governor, prog=prog)
-        if path is not None:
-            log.info(str(path))  # the last line: the pooled report
-        finished = True
+        with launched(base.train.threads) as run:
+            plan = make_plan(args, train_args, base)
+            path = run_plan(
+                plan, run.world, run.device, setup=[run.threads], governor=run.governor,
+                prog=prog,
+            )  # fmt: skip
+            if path is not None:
+                log.info(str(path))  # the last line: the pooled report
         return 0
     except RunInterrupted as stop:
         return stop.exit_code
-    finally:
-        destroy_process_group(finished)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,13 @@ from src.data.raw_checks import iso_ms
 from src.modelling.checkpointing.atomic import atomic_save_json
 from src.modelling.checkpointing.best import sidecar_path
 from src.modelling.evaluation.inference import split_bounds_of
-from src.modelling.trading.baselines import DEFAULT_DRAWS, baselines
+from src.modelling.evaluation.report_files import report_paths
+from src.modelling.trading.baselines import DEFAULT_DRAWS, baselines, run
 from src.modelling.trading.deflated_sharpe import deflated_sharpe
-from src.modelling.trading.engine import NEUTRO, Costs, SymbolBars, simulate_symbol
+from src.modelling.trading.engine import NEUTRO, Costs, SymbolBars
 from src.modelling.trading.equity_plot import plot_equity
 from src.modelling.trading.lake_bars import symbol_bars
-from src.modelling.trading.metrics import MS_PER_YEAR, summarize
+from src.modelling.trading.metrics import MS_PER_YEAR
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,7 @@ def backtest(
 ) -> dict[str, Any]:
     """The report's numbers (no files): the model's statistics, `per_signal`,
     `baselines`, and `equity` (arrays) for the plot."""
-    results = [
-        simulate_symbol(b, d, costs=costs, short_stops=short_stops)
-        for b, d in zip(bars, decisions, strict=True)
-    ]
-    report = summarize(bars, results, bar_ms=bar_ms)
+    report = run(bars, decisions, costs=costs, short_stops=short_stops, bar_ms=bar_ms)
     report["baselines"] = baselines(
         bars, decisions, costs=costs, short_stops=short_stops, bar_ms=bar_ms, draws=draws, seed=seed
     )
@@ -184,12 +181,6 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def report_paths(checkpoint: Path, split: str, out_dir: Path | None) -> tuple[Path, Path]:
-    base = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
-    stem = f"{Path(checkpoint).stem}_{split}_backtest"
-    return base / f"{stem}.json", base / f"{stem}.png"
-
-
 def backtest_checkpoints(
     checkpoints: list[Path],
     *,
@@ -238,7 +229,7 @@ def backtest_checkpoints(
         return -math.inf if sharpe is None else sharpe
 
     checkpoint, sidecar, lake, bar_ms, report = max(runs, key=key)
-    json_path, png_path = report_paths(checkpoint, split, out_dir)
+    json_path, png_path = report_paths(checkpoint, split, out_dir, kind="backtest")
     writable_dir(json_path.parent, "--out" if out_dir else "--checkpoint")
     equity = report.pop("equity")
     returns = bar_returns(equity["equity"])
